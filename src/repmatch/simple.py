@@ -1,0 +1,271 @@
+"""v-minimal matches and simple matches: the finest units of similarity (spec sections 2-4).
+
+A *simple match* is a non-empty match that is not the union of strictly smaller matches; a match is
+simple iff it is v-minimal for some neuron v in it (spec section 2). Every match, the maximum
+match in particular, is the union of the simple matches it contains.
+
+The v-minimal search is the deletion algorithm of spec section 3 with two exact accelerations:
+
+* after a successful deletion the current set becomes the maximum match of what is left (not just
+  the set minus one neuron). This returns the same final set in the same order of deletions as the
+  plain algorithm: the maximum match of ``S - {u}`` equals that of ``maxmatch(S) - {u}``, so
+  neurons the plain algorithm would delete one test at a time go at once, untested;
+* every test runs on the reduced geometry of the current set (at most |S| x |S|, compressed again
+  as S shrinks) and only re-checks the side whose span lost a vector, stopping as soon as v falls.
+
+In the approximate case v-minimal matches need not be unique and a layer can have exponentially
+many simple matches, so :func:`simple_matches` returns the distinct matches *found* (one search per
+v in the maximum match, plus ``restarts`` random deletion orders per v) — not an enumeration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from ._validate import as_rng, check_eps, check_positive_int
+from .subspace import Geometry, Match, _make_match, _resolve, _threshold, prune
+
+__all__ = ["v_minimal_match", "simple_matches", "SimpleMatches"]
+
+
+def _compress(A: np.ndarray) -> np.ndarray:
+    """An orthogonal change of basis to at most ``A.shape[1]`` rows: distances are unchanged."""
+    k, m = A.shape
+    if k <= m:
+        return A
+    return scipy.linalg.qr(A, mode="r", check_finite=False)[0][:m]
+
+
+def _deletion(geo: Geometry, I: np.ndarray, J: np.ndarray, v: int, order, threshold: float) -> tuple:
+    """Deletion search for a v-minimal match inside the match (I, J), which must contain v.
+
+    ``order`` lists global neuron indices to try removing (v excluded). Works in local columns of a
+    compressed copy of the current set; returns global (I, J).
+    """
+    tol = geo.tol
+    cols = np.concatenate([I, J])  # global index of each local column
+    n_i = I.size
+    Fs = _compress(geo.F[:, cols])
+    Il = np.arange(n_i)
+    Jl = np.arange(n_i, cols.size)
+    pos = {int(g): i for i, g in enumerate(cols)}
+    v_loc = pos[int(v)]
+    present = np.zeros(cols.size, dtype=bool)
+    present[:] = True
+    for u in order:
+        ul = pos.get(int(u))
+        if ul is None or not present[ul]:
+            continue
+        on_x = ul < n_i
+        if on_x:
+            res = prune(Fs, Il[Il != ul], Jl, threshold, tol, check_I=False, check_J=True, watch=v_loc)
+        else:
+            res = prune(Fs, Il, Jl[Jl != ul], threshold, tol, check_I=True, check_J=False, watch=v_loc)
+        if res is None:
+            continue
+        Il, Jl = res
+        present[:] = False
+        present[Il] = True
+        present[Jl] = True
+        if 2 * (Il.size + Jl.size) <= Fs.shape[1] and Fs.shape[1] > 8:
+            # Shrunk by half: re-compress to the current set so later tests stay cheap.
+            keep = np.concatenate([Il, Jl])
+            Fs = _compress(Fs[:, keep])
+            cols = cols[keep]
+            n_i = Il.size
+            Il = np.arange(n_i)
+            Jl = np.arange(n_i, keep.size)
+            pos = {int(g): i for i, g in enumerate(cols)}
+            v_loc = pos[int(v)]
+            present = np.ones(keep.size, dtype=bool)
+    return np.sort(cols[Il]), np.sort(cols[Jl])
+
+
+def _global_index(geo: Geometry, side: str, index) -> int:
+    if side not in ("x", "y"):
+        raise ValueError(f"side must be 'x' or 'y', got {side!r}")
+    n_side = geo.n_x if side == "x" else geo.n_y
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+        raise ValueError(f"index must be an integer column of {side.upper()}, got {index!r}")
+    i = int(index)
+    if not 0 <= i < n_side:
+        raise ValueError(f"index={i} is out of range for side={side!r} with {n_side} neurons")
+    return i if side == "x" else geo.n_x + i
+
+
+def _order(candidates: np.ndarray, v: int, rng) -> np.ndarray:
+    others = candidates[candidates != v]
+    if rng is None:
+        return others
+    return rng.permutation(others)
+
+
+def v_minimal_match(
+    X, Y=None, eps=None, *, side: str = "x", index: int, rng=None, method: str | None = None, tol: float | None = None
+) -> Match | None:
+    """A v-minimal ε-match containing neuron ``index`` of X (``side="x"``) or of Y (``side="y"``).
+
+    Returns ``None`` if that neuron is not in the maximum match (then it is in no match).
+
+    Parameters
+    ----------
+    rng : None, int or numpy.random.Generator
+        ``None`` tries deletions in a fixed order (X's columns ascending, then Y's); otherwise in a
+        random order drawn from ``rng`` (in the approximate case different orders can give
+        different v-minimal matches).
+
+    Notes
+    -----
+    The result is a match, contains v, and no strictly smaller match contains v (spec section 3).
+    In the exact case with linearly independent neurons it is the unique v-minimum match.
+    With a Reduction as first argument pass ``eps`` by keyword (or as the second argument).
+    """
+    geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
+    if eps is None:
+        raise ValueError("eps is required")
+    eps = check_eps(eps)
+    v = _global_index(geo, side, index)
+    thr = _threshold(eps, geo.tol)
+    I, J = prune(geo.F, geo.live_x, geo.live_y, thr, geo.tol)
+    S = np.concatenate([I, J])
+    if v not in S:
+        return None
+    gen = None if rng is None else as_rng(rng)
+    I, J = _deletion(geo, I, J, v, _order(S, v, gen), thr)
+    return _make_match(geo, I, J, eps)
+
+
+@dataclass(frozen=True)
+class SimpleMatches:
+    """Distinct simple matches found in one layer pair at one ε.
+
+    Attributes
+    ----------
+    matches : list of Match
+        Each is v-minimal for every neuron listed in ``found_for`` at the same position. Sorted by
+        size, then by their columns.
+    found_for : list of list of (side, index)
+        The neurons whose v-minimal search returned each match.
+    maximum : Match
+        The maximum match; the union of ``matches`` equals it.
+    restarts : int
+        Random deletion orders tried per neuron beyond the fixed order.
+    exhaustive : bool
+        Always False: in the approximate case simple matches are found, not enumerated
+        (in the exact case with linearly independent neurons the list is complete).
+    """
+
+    matches: list
+    found_for: list
+    maximum: Match
+    eps: float
+    restarts: int
+    exhaustive: bool = False
+
+    def __len__(self) -> int:
+        return len(self.matches)
+
+    def __iter__(self):
+        return iter(self.matches)
+
+    def __getitem__(self, i):
+        return self.matches[i]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Size |x| + |y| of each match."""
+        return np.array([m.size for m in self.matches], dtype=np.intp)
+
+    def size_distribution(self) -> dict:
+        """Map (|x|, |y|) -> number of simple matches of that shape."""
+        out: dict = {}
+        for m in self.matches:
+            key = (len(m.x), len(m.y))
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items()))
+
+    def to_dict(self) -> dict:
+        return {
+            "eps": self.eps,
+            "restarts": self.restarts,
+            "exhaustive": self.exhaustive,
+            "note": "distinct simple matches found by the v-minimal search from every neuron of the maximum match; "
+            "in the approximate case there can be many more",
+            "n_matches": len(self.matches),
+            "maximum_match": self.maximum.to_dict(),
+            "matches": [
+                {"x": [int(i) for i in m.x], "y": [int(j) for j in m.y], "found_for": [[s, int(i)] for s, i in f]}
+                for m, f in zip(self.matches, self.found_for)
+            ],
+            "size_distribution": [
+                {"size_x": int(a), "size_y": int(b), "count": int(c)} for (a, b), c in self.size_distribution().items()
+            ],
+        }
+
+
+def simple_matches(
+    X,
+    Y=None,
+    eps=None,
+    *,
+    rng=None,
+    restarts: int = 0,
+    method: str | None = None,
+    tol: float | None = None,
+    progress: bool = False,
+) -> SimpleMatches:
+    """Distinct simple matches found by a v-minimal search from every neuron v of the maximum match.
+
+    Parameters
+    ----------
+    restarts : int
+        Extra searches per neuron, each with a random deletion order drawn from ``rng``
+        (seeded: the same ``rng`` gives the same result).
+    progress : bool
+        Show a progress bar over the neurons (needs tqdm).
+
+    Returns
+    -------
+    SimpleMatches
+        ``.matches`` (each with ``.x``, ``.y``), ``.sizes``, ``.size_distribution()``, ``.maximum``.
+    """
+    geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
+    if eps is None:
+        raise ValueError("eps is required")
+    eps = check_eps(eps)
+    restarts = check_positive_int(restarts, "restarts", minimum=0)
+    gen = as_rng(rng)
+    thr = _threshold(eps, geo.tol)
+    I, J = prune(geo.F, geo.live_x, geo.live_y, thr, geo.tol)
+    S = np.concatenate([I, J])
+    found: dict = {}
+    iterator = S
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(S, desc=f"simple matches (eps={eps:g})", unit="neuron")
+        except ImportError:  # pragma: no cover
+            pass
+    for v in iterator:
+        v = int(v)
+        side, idx = ("x", v) if v < geo.n_x else ("y", v - geo.n_x)
+        orders = [_order(S, v, None)] + [_order(S, v, gen) for _ in range(restarts)]
+        for order in orders:
+            mi, mj = _deletion(geo, I, J, v, order, thr)
+            key = (tuple(mi.tolist()), tuple(mj.tolist()))
+            entry = found.setdefault(key, [])
+            if (side, idx) not in entry:
+                entry.append((side, idx))
+    keys = sorted(found, key=lambda k: (len(k[0]) + len(k[1]), k))
+    matches = [_make_match(geo, np.array(k[0], dtype=np.intp), np.array(k[1], dtype=np.intp), eps) for k in keys]
+    return SimpleMatches(
+        matches=matches,
+        found_for=[found[k] for k in keys],
+        maximum=_make_match(geo, I, J, eps),
+        eps=eps,
+        restarts=restarts,
+    )

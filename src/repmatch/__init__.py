@@ -4,12 +4,37 @@ Public API (re-exported here; see the README and docs/ for a tour):
 
 Subspace match (Wang et al., NeurIPS 2018)
     maximum_match, max_epsilon, minimal_epsilon, similarity_curve, v_minimal_match, simple_matches
+Convergent learning (Li et al., ICLR 2016)
+    correlation, semi_match, bipartite_match, mutual_information, mi_bin_edges, MIHistogram,
+    sparse_prediction, spectral_clusters, cluster_sweep, hierarchical_groups
+Reference measures
+    linear_cka, debiased_linear_cka, rbf_cka, cca, mean_squared_cca, svcca, pwcca, procrustes_distance
+Null baselines
+    permutation_test, bootstrap_ci
 Streaming
-    Reduction
+    Reduction, correlation_from_reduction
 """
 
 from ._validate import RepmatchWarning
+from .alignment import BipartiteMatch, SemiMatch, bipartite_match, semi_match
+from .clusters import ClusterResult, ClusterSweep, cluster_sweep, hierarchical_groups, spectral_clusters
+from .mi import MIHistogram, mi_bin_edges, mutual_information
+from .nulls import BootstrapResult, PermutationResult, bootstrap_ci, permutation_test
 from .reduce import GRAM_TOL, QR_TOL, Reduction
+from .reference import (
+    REFERENCE_MEASURES,
+    Score,
+    cca,
+    debiased_linear_cka,
+    linear_cka,
+    mean_squared_cca,
+    procrustes_distance,
+    pwcca,
+    rbf_cka,
+    svcca,
+)
+from .sparse import SparsePath, SparsePrediction, sparse_prediction
+from .stats import CONSTANT_TOL, CorrelationStats, correlation, correlation_from_reduction
 from .simple import SimpleMatches, simple_matches, v_minimal_match
 from .subspace import (
     EDGE_SLACK,
@@ -40,4 +65,40 @@ __all__ = [
     "similarity_curve",
     "v_minimal_match",
     "simple_matches",
+    # convergent learning
+    "CONSTANT_TOL",
+    "CorrelationStats",
+    "correlation",
+    "correlation_from_reduction",
+    "SemiMatch",
+    "BipartiteMatch",
+    "semi_match",
+    "bipartite_match",
+    "MIHistogram",
+    "mi_bin_edges",
+    "mutual_information",
+    "SparsePath",
+    "SparsePrediction",
+    "sparse_prediction",
+    "ClusterResult",
+    "ClusterSweep",
+    "spectral_clusters",
+    "cluster_sweep",
+    "hierarchical_groups",
+    # reference measures
+    "REFERENCE_MEASURES",
+    "Score",
+    "linear_cka",
+    "debiased_linear_cka",
+    "rbf_cka",
+    "cca",
+    "mean_squared_cca",
+    "svcca",
+    "pwcca",
+    "procrustes_distance",
+    # null baselines
+    "PermutationResult",
+    "BootstrapResult",
+    "permutation_test",
+    "bootstrap_ci",
 ]

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from ._validate import as_rng, check_eps, check_positive_int
 from .subspace import Geometry, Match, _make_match, _resolve, _threshold, prune
@@ -31,49 +30,38 @@ from .subspace import Geometry, Match, _make_match, _resolve, _threshold, prune
 __all__ = ["v_minimal_match", "simple_matches", "SimpleMatches"]
 
 
-def _compress(A: np.ndarray) -> np.ndarray:
-    """An orthogonal change of basis to at most ``A.shape[1]`` rows: distances are unchanged."""
-    k, m = A.shape
-    if k <= m:
-        return A
-    return scipy.linalg.qr(A, mode="r", check_finite=False)[0][:m]
-
-
 def _deletion(geo: Geometry, I: np.ndarray, J: np.ndarray, v: int, order, threshold: float) -> tuple:
     """Deletion search for a v-minimal match inside the match (I, J), which must contain v.
 
-    ``order`` lists global neuron indices to try removing (v excluded). Works in local columns of a
-    compressed copy of the current set; returns global (I, J).
+    ``order`` lists global neuron indices to try removing (v excluded). Works on the geometry
+    restricted to the current set (restricted again whenever the set halves); returns global (I, J).
     """
-    tol = geo.tol
     cols = np.concatenate([I, J])  # global index of each local column
     n_i = I.size
-    Fs = _compress(geo.F[:, cols])
+    space = geo.space.restrict(cols)
     Il = np.arange(n_i)
     Jl = np.arange(n_i, cols.size)
     pos = {int(g): i for i, g in enumerate(cols)}
     v_loc = pos[int(v)]
-    present = np.zeros(cols.size, dtype=bool)
-    present[:] = True
+    present = np.ones(cols.size, dtype=bool)
     for u in order:
         ul = pos.get(int(u))
         if ul is None or not present[ul]:
             continue
-        on_x = ul < n_i
-        if on_x:
-            res = prune(Fs, Il[Il != ul], Jl, threshold, tol, check_I=False, check_J=True, watch=v_loc)
+        # S is a match, so removing u only moves the other side's distances: re-check that side first.
+        if ul < n_i:
+            res = prune(space, Il[Il != ul], Jl, threshold, check_I=False, check_J=True, watch=v_loc)
         else:
-            res = prune(Fs, Il, Jl[Jl != ul], threshold, tol, check_I=True, check_J=False, watch=v_loc)
+            res = prune(space, Il, Jl[Jl != ul], threshold, check_I=True, check_J=False, watch=v_loc)
         if res is None:
             continue
         Il, Jl = res
         present[:] = False
         present[Il] = True
         present[Jl] = True
-        if 2 * (Il.size + Jl.size) <= Fs.shape[1] and Fs.shape[1] > 8:
-            # Shrunk by half: re-compress to the current set so later tests stay cheap.
+        if 2 * (Il.size + Jl.size) <= cols.size and cols.size > 8:
             keep = np.concatenate([Il, Jl])
-            Fs = _compress(Fs[:, keep])
+            space = space.restrict(keep)
             cols = cols[keep]
             n_i = Il.size
             Il = np.arange(n_i)
@@ -129,7 +117,7 @@ def v_minimal_match(
     eps = check_eps(eps)
     v = _global_index(geo, side, index)
     thr = _threshold(eps, geo.tol)
-    I, J = prune(geo.F, geo.live_x, geo.live_y, thr, geo.tol)
+    I, J = prune(geo.space, geo.live_x, geo.live_y, thr)
     S = np.concatenate([I, J])
     if v not in S:
         return None
@@ -239,7 +227,7 @@ def simple_matches(
     restarts = check_positive_int(restarts, "restarts", minimum=0)
     gen = as_rng(rng)
     thr = _threshold(eps, geo.tol)
-    I, J = prune(geo.F, geo.live_x, geo.live_y, thr, geo.tol)
+    I, J = prune(geo.space, geo.live_x, geo.live_y, thr)
     S = np.concatenate([I, J])
     found: dict = {}
     iterator = S

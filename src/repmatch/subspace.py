@@ -6,13 +6,20 @@ algorithms, section 4 for computing them from one streaming reduction.
 How it is computed
 ------------------
 A :class:`~repmatch.reduce.Reduction` of the joint activation matrix ``M = [X Y]`` is turned once
-into a *geometry*: a factor ``F`` (k x n, k <= n) whose columns have exactly the lengths and angles
-of the live activation vectors, scaled to unit length (scaling a neuron changes nothing, so every
-neuron is represented by its direction). Distances from columns to spans of other columns are the
-same in ``F`` as in the data, so every pruning round costs O(n^3) whatever the number of samples.
+into a *geometry* of the live activation vectors scaled to unit length (scaling a neuron changes
+nothing, so every neuron is represented by its direction). Distances from columns to spans of other
+columns depend only on this geometry, so every pruning round costs O(n^3) whatever the number of
+samples. The geometry is held in the form its reduction gives:
 
-The distance of each candidate to the span of a set B is the residual of its orthogonal projection
-onto an orthonormal basis of span(B), found by QR with column pivoting of ``F[:, B]``.
+* Gram reduction -> :class:`GramSpace`, the normalised Gram matrix (unit diagonal). The distance of
+  a candidate a to span(B) is ``sqrt(1 - ||U^-T g_Ba||^2)`` with ``U`` a pivoted Cholesky factor of
+  the Gram block of B (LAPACK ``dpstrf``), whose pivots are squared distances of each pivot column
+  to the span of the earlier ones.
+* QR reduction -> :class:`FactorSpace`, unit columns of the triangular factor. The distance is the
+  norm of the residual of the orthogonal projection onto a basis of span(B) from QR with column
+  pivoting of ``F[:, B]``: no squared quantities, hence the smaller tolerance.
+
+The pruning logic (:func:`prune`) is the same for both.
 
 Tolerance
 ---------
@@ -169,21 +176,77 @@ class SimilarityCurve:
 
 
 # ---------------------------------------------------------------------------- geometry
+class GramSpace:
+    """Unit-diagonal Gram matrix of the neurons; distances by pivoted Cholesky (see module docstring)."""
+
+    def __init__(self, G: np.ndarray, tol: float):
+        self.G = G
+        self.tol = tol
+
+    def distances(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        """Relative distance of every neuron in A to span(B)."""
+        if len(A) == 0:
+            return np.zeros(0)
+        if len(B) == 0:
+            return np.ones(len(A))
+        U, piv, rank, info = scipy.linalg.lapack.dpstrf(self.G[np.ix_(B, B)], tol=self.tol**2, lower=0)
+        if info < 0:  # pragma: no cover - LAPACK argument error
+            raise RuntimeError(f"dpstrf failed with info={info}")
+        rank = int(rank)
+        if rank == 0:
+            return np.ones(len(A))
+        basis = np.asarray(B)[piv[:rank] - 1]
+        W = scipy.linalg.solve_triangular(U[:rank, :rank], self.G[np.ix_(basis, A)], trans="T", check_finite=False)
+        return np.sqrt(np.clip(1.0 - np.einsum("ij,ij->j", W, W), 0.0, 1.0))
+
+    def restrict(self, cols: np.ndarray) -> "GramSpace":
+        """The same geometry on a subset of neurons (columns renumbered 0..len(cols)-1)."""
+        return GramSpace(self.G[np.ix_(cols, cols)], self.tol)
+
+
+class FactorSpace:
+    """Unit columns of a factor F with F^T F = normalised Gram; distances by pivoted QR."""
+
+    def __init__(self, F: np.ndarray, tol: float):
+        self.F = F
+        self.tol = tol
+
+    def distances(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        """Relative distance of every neuron in A to span(B)."""
+        if len(A) == 0:
+            return np.zeros(0)
+        FA = self.F[:, A]
+        if len(B) == 0 or self.F.shape[0] == 0:
+            return np.linalg.norm(FA, axis=0)
+        Q, R, _ = scipy.linalg.qr(self.F[:, B], mode="economic", pivoting=True, check_finite=False)
+        # With column pivoting |R_ii| is the distance of the i-th pivot to the span of the earlier ones.
+        rank = int(np.count_nonzero(np.abs(np.diag(R)) > self.tol))
+        if rank == 0:
+            return np.linalg.norm(FA, axis=0)
+        Qr = Q[:, :rank]
+        return np.linalg.norm(FA - Qr @ (Qr.T @ FA), axis=0)
+
+    def restrict(self, cols: np.ndarray) -> "FactorSpace":
+        """The same geometry on a subset of neurons, rotated to at most len(cols) rows."""
+        sub = self.F[:, cols]
+        if sub.shape[0] > sub.shape[1]:
+            sub = scipy.linalg.qr(sub, mode="r", check_finite=False)[0][: sub.shape[1]]
+        return FactorSpace(sub, self.tol)
+
+
 @dataclass
 class Geometry:
-    """Unit-length factor of the live activation vectors of both layers (internal, cached).
+    """The unit-length geometry of the live activation vectors of both layers (internal, cached).
 
-    Columns 0..n_x-1 of ``F`` are X's neurons, n_x..n_x+n_y-1 are Y's; dead neurons are zero
-    columns and never enter a candidate set.
+    Neurons 0..n_x-1 are X's, n_x..n_x+n_y-1 are Y's; dead neurons never enter a candidate set.
     """
 
-    F: np.ndarray
+    space: object
     n_x: int
     n_y: int
     live: np.ndarray
     tol: float
     n_samples: int
-    _cols: dict = field(default_factory=dict, repr=False)
 
     @property
     def live_x(self) -> np.ndarray:
@@ -212,28 +275,16 @@ def _geometry_from_reduction(r: Reduction, tol: float) -> Geometry:
         live = norms > 0
         F = np.zeros((R.shape[0], n))
         F[:, live] = R[:, live] / norms[live]
+        space = FactorSpace(F, tol)
     else:
         G = r.gram()
         diag = np.diag(G).copy()
         live = diag > 0
-        idx = np.flatnonzero(live)
-        F = np.zeros((0, n))
-        if idx.size:
-            s = np.sqrt(diag[idx])
-            Gn = G[np.ix_(idx, idx)] / np.outer(s, s)
-            np.fill_diagonal(Gn, 1.0)
-            # Pivoted Cholesky P^T Gn P = U^T U, stopped once every remaining squared distance to
-            # the span of the chosen pivots is <= tol^2: a rank-revealing factor of the geometry.
-            U, piv, rank, info = scipy.linalg.lapack.dpstrf(Gn, tol=tol**2, lower=0)
-            if info < 0:  # pragma: no cover - LAPACK argument error
-                raise RuntimeError(f"dpstrf failed with info={info}")
-            rank = max(int(rank), 1)
-            U = np.triu(U[:rank])
-            Fl = np.empty((rank, idx.size))
-            Fl[:, piv[: idx.size] - 1] = U
-            F = np.zeros((rank, n))
-            F[:, idx] = Fl
-    return Geometry(F=F, n_x=r.n_x, n_y=r.n_y, live=live, tol=tol, n_samples=r.n_samples)
+        s = np.sqrt(np.where(live, diag, 1.0))
+        Gn = np.where(np.outer(live, live), G / np.outer(s, s), 0.0)
+        np.fill_diagonal(Gn, np.where(live, 1.0, 0.0))
+        space = GramSpace(Gn, tol)
+    return Geometry(space=space, n_x=r.n_x, n_y=r.n_y, live=live, tol=tol, n_samples=r.n_samples)
 
 
 def geometry(X, Y=None, *, method: str | None = None, tol: float | None = None, warn_samples: bool = True) -> Geometry:
@@ -287,33 +338,11 @@ def _resolve(X, Y, eps, *, method=None, tol=None):
 
 
 # ---------------------------------------------------------------------------- kernels
-def distances(F: np.ndarray, A: np.ndarray, B: np.ndarray, tol: float) -> np.ndarray:
-    """Relative distance of each unit column F[:, a] (a in A) to span(F[:, B]).
-
-    The span's basis comes from QR with column pivoting; trailing pivots with |R_ii| <= tol (the
-    distance of that column to the span of the earlier pivots) are dropped.
-    """
-    if len(A) == 0:
-        return np.zeros(0)
-    FA = F[:, A]
-    if len(B) == 0 or F.shape[0] == 0:
-        return np.linalg.norm(FA, axis=0)
-    Q, R, _ = scipy.linalg.qr(F[:, B], mode="economic", pivoting=True, check_finite=False)
-    diag = np.abs(np.diag(R))
-    rank = int(np.count_nonzero(diag > tol))
-    if rank == 0:
-        return np.linalg.norm(FA, axis=0)
-    Qr = Q[:, :rank]
-    resid = FA - Qr @ (Qr.T @ FA)
-    return np.linalg.norm(resid, axis=0)
-
-
 def prune(
-    F: np.ndarray,
+    space,
     I: np.ndarray,
     J: np.ndarray,
     threshold: float,
-    tol: float,
     *,
     check_I: bool = True,
     check_J: bool = True,
@@ -333,7 +362,7 @@ def prune(
     while check_I or check_J:
         if check_I:
             check_I = False
-            keep = distances(F, I, J, tol) <= limit
+            keep = space.distances(I, J) <= limit
             if not keep.all():
                 if watch is not None and watch in I[~keep]:
                     return None
@@ -343,7 +372,7 @@ def prune(
                 return None if watch is not None else (I, J[:0])
         if check_J:
             check_J = False
-            keep = distances(F, J, I, tol) <= limit
+            keep = space.distances(J, I) <= limit
             if not keep.all():
                 if watch is not None and watch in J[~keep]:
                     return None
@@ -408,7 +437,7 @@ def maximum_match(X, Y=None, *, eps, method: str | None = None, tol: float | Non
     """
     geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
     eps = check_eps(eps)
-    I, J = prune(geo.F, geo.live_x, geo.live_y, _threshold(eps, geo.tol), geo.tol)
+    I, J = prune(geo.space, geo.live_x, geo.live_y, _threshold(eps, geo.tol))
     return _make_match(geo, I, J, eps)
 
 
@@ -425,8 +454,8 @@ def max_epsilon(X, Y=None, *, method: str | None = None, tol: float | None = Non
 def _internal_max(geo: Geometry, I, J) -> float:
     if len(I) == 0 or len(J) == 0:
         return 1.0
-    dx = distances(geo.F, I, J, geo.tol)
-    dy = distances(geo.F, J, I, geo.tol)
+    dx = geo.space.distances(I, J)
+    dy = geo.space.distances(J, I)
     return float(min(1.0, max(dx.max(), dy.max())))
 
 
@@ -447,7 +476,7 @@ def similarity_curve(X, Y=None, *, eps, method: str | None = None, tol: float | 
     size_y = np.zeros(grid.size, dtype=np.intp)
     I, J = geo.live_x, geo.live_y
     for k in order:
-        I, J = prune(geo.F, I, J, _threshold(grid[k], geo.tol), geo.tol)
+        I, J = prune(geo.space, I, J, _threshold(grid[k], geo.tol))
         size_x[k], size_y[k] = I.size, J.size
     sim = (size_x + size_y) / (geo.n_x + geo.n_y)
     return SimilarityCurve(
@@ -492,12 +521,12 @@ def minimal_epsilon(
     hi_eps = _max_epsilon(geo)
     hi = (geo.live_x, geo.live_y)
     lo_eps = 0.0
-    at_zero = prune(geo.F, *hi, _threshold(0.0, geo.tol), geo.tol)
+    at_zero = prune(geo.space, *hi, _threshold(0.0, geo.tol))
     if size_ok(at_zero):
         return 0.0, _make_match(geo, *at_zero, 0.0)
     for _ in range(check_positive_int(bisect_steps, "bisect_steps", minimum=0)):
         mid = 0.5 * (lo_eps + hi_eps)
-        cand = prune(geo.F, *hi, _threshold(mid, geo.tol), geo.tol)
+        cand = prune(geo.space, *hi, _threshold(mid, geo.tol))
         if size_ok(cand):
             hi_eps, hi = mid, cand
         else:
@@ -508,7 +537,7 @@ def minimal_epsilon(
         below = crit - 2 * EDGE_SLACK
         if below <= geo.tol:
             return crit, _make_match(geo, *hi, crit)
-        cand = prune(geo.F, *hi, below, geo.tol)
+        cand = prune(geo.space, *hi, below)
         if not size_ok(cand):
             return crit, _make_match(geo, *hi, crit)
         hi = cand

@@ -49,24 +49,30 @@ def independent_blocks(n_samples=500, rng=0):
     return X, Y, blocks
 
 
-def relu_layers(n_samples=10000, n_x=512, n_y=512, shared_dim=64, private_dim=64, noise=0.05, spread=1.0, rng=0):
-    """Two ReLU layers that share part of a latent space.
+def relu_layers(n_samples=10000, n_x=512, n_y=512, shared_dim=256, private_dim=256, noise=0.5, rng=0):
+    """Two non-negative (ReLU-like) layers that share part of a latent feature space.
 
-    Each neuron is ``relu(w . [shared, private] + b)`` plus a little noise, where each neuron draws
-    its own mix of shared and private latent directions (the share varies smoothly across neurons
-    with ``spread``), so the maximum match has to be found by several pruning rounds: pruning
-    neurons that lean on private directions shrinks spans, which prunes more.
+    Latent features are ReLUs of random projections of Gaussian inputs; ``shared_dim`` of them are
+    common to both layers, ``private_dim`` are private to each. Every neuron is a sparse
+    non-negative mixture of shared features plus a private part whose weight varies from neuron to
+    neuron, plus non-negative noise. Pruning removes the neurons that lean on private features,
+    which shrinks spans and removes more, so the maximum match takes several rounds near the ε
+    where the match collapses.
     """
     g = np.random.default_rng(rng)
-    shared = g.standard_normal((n_samples, shared_dim))
+
+    def feats(k):
+        z = g.standard_normal((n_samples, k))
+        return np.maximum(z @ g.standard_normal((k, k)) / np.sqrt(k) + 0.2, 0)
+
+    shared = feats(shared_dim)
 
     def layer(n):
-        private = g.standard_normal((n_samples, private_dim))
-        share = np.clip(g.beta(2.0, 2.0 / spread, size=n), 0, 1)
-        Ws = g.standard_normal((shared_dim, n)) / np.sqrt(shared_dim) * share
-        Wp = g.standard_normal((private_dim, n)) / np.sqrt(private_dim) * np.sqrt(1 - share**2)
-        pre = shared @ Ws + private @ Wp + noise * g.standard_normal((n_samples, n)) + 0.1 * g.standard_normal(n)
-        return np.maximum(pre, 0.0)
+        private = feats(private_dim)
+        A = np.abs(g.standard_normal((shared_dim, n))) * (g.random((shared_dim, n)) < 8 / shared_dim)
+        B = np.abs(g.standard_normal((private_dim, n))) * (g.random((private_dim, n)) < 8 / private_dim)
+        weight = g.random(n) ** 2
+        return shared @ A + (private @ B) * weight + noise * np.abs(g.standard_normal((n_samples, n)))
 
     return layer(n_x), layer(n_y)
 
@@ -80,12 +86,15 @@ def _rel_dist_naive(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.linalg.norm(A - B @ coef, axis=0) / norms
 
 
-def naive_maximum_match(X, Y, eps, *, x_cols=None, y_cols=None):
+def naive_maximum_match(X, Y, eps, *, x_cols=None, y_cols=None, stats=None):
     """Iterative pruning with a fresh least-squares solve on the raw data every round.
 
     Optionally restricted to candidate columns ``x_cols``/``y_cols``. Returns sorted (x, y).
-    Dead (all-zero) neurons are dropped first, as the authors did.
+    Dead (all-zero) neurons are dropped first, as the authors did. If ``stats`` is a dict, the
+    number of rounds is stored under ``"rounds"``.
     """
+    if stats is not None:
+        stats["rounds"] = 0
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
     I = np.arange(X.shape[1]) if x_cols is None else np.asarray(x_cols)
@@ -95,6 +104,8 @@ def naive_maximum_match(X, Y, eps, *, x_cols=None, y_cols=None):
     while True:
         if I.size == 0 or J.size == 0:
             return np.array([], dtype=int), np.array([], dtype=int)
+        if stats is not None:
+            stats["rounds"] += 1
         I2 = I[_rel_dist_naive(X[:, I], Y[:, J]) <= eps]
         if I2.size == 0:
             return np.array([], dtype=int), np.array([], dtype=int)

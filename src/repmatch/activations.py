@@ -1,0 +1,587 @@
+"""Activation extraction from any ``torch.nn.Module``, streamed into repmatch reductions.
+
+Data flow (shared/spec/house.md): model + data loader -> activations (hooks, conv mode) ->
+reductions. Nothing here computes a measure; :func:`reduce_pair` returns ``{layer: Reduction}``
+that every measure reads.
+
+Layers
+    Chosen by module name (``"features.3"``, ``"layer2.1.relu2"``), by integer index into the list
+    of leaf modules (``list_layers``; negative indices count from the end), or by type (``"ReLU"``,
+    ``"type:Conv2d"`` or the class ``torch.nn.ReLU``: every module of that type). The default is
+    every ReLU, the papers' convention. A forward hook on the module itself records its output, so
+    an in-place ReLU is captured after the ReLU; the recorded tensor is copied at once, so later
+    in-place operations cannot change it. Hooks are registered in a context manager and removed
+    even when the forward pass raises. ``DataParallel``/``DistributedDataParallel`` wrappers are
+    unwrapped (names may be given with or without the ``module.`` prefix).
+
+Conv modes (for outputs of shape (batch, channels, *spatial); 2-D outputs are used as they are)
+    ``positions`` (default, the papers' convention): channels are neurons and every (image,
+    position) is a sample: (batch * H * W, C), rows ordered image-major.
+    ``flatten``: every (channel, position) is a neuron: (batch, C * H * W).
+    ``avgpool``: spatial mean per channel: (batch, C).
+    ``sample:K``: K random (image, position) samples per batch, (K, C); 2-D (fully connected)
+    outputs are kept whole, as the authors used all images for FC layers. The draw is a function of
+    ``(sample_seed, batch index)`` only, so both networks get the same images and positions.
+    Positions are drawn as relative coordinates in [0, 1) and mapped to each layer's grid, so layers
+    of different spatial size are sampled at corresponding places of the same images (with
+    replacement). The authors sampled 10,000 coordinates and averaged over 16 repeats: repeat with
+    16 values of ``sample_seed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .reduce import Reduction
+
+__all__ = [
+    "CONV_MODES",
+    "list_layers",
+    "resolve_layers",
+    "unwrap",
+    "parse_conv_mode",
+    "apply_conv_mode",
+    "LayerRecorder",
+    "extract",
+    "stream_pair",
+    "reduce_pair",
+    "pair_key",
+    "load_saved_activations",
+    "saved_to_npz",
+    "save_activations_npz",
+]
+
+CONV_MODES = ("positions", "flatten", "avgpool", "sample:K")
+SAVED_FORMAT = "repmatch-activations-1"
+
+
+# ---------------------------------------------------------------------------------------------- layers
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip ``DataParallel`` / ``DistributedDataParallel`` wrappers (any depth)."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
+
+
+def _leaves(model: nn.Module) -> list:
+    return [(n, m) for n, m in model.named_modules() if n and next(m.children(), None) is None]
+
+
+def list_layers(model: nn.Module) -> list:
+    """``[(index, name, type_name)]`` of the leaf modules, the candidates for integer layer indices."""
+    return [(i, n, type(m).__name__) for i, (n, m) in enumerate(_leaves(unwrap(model)))]
+
+
+def _available_message(model: nn.Module) -> str:
+    leaves = _leaves(model)
+    names = [n for n, _ in leaves]
+    shown = ", ".join(names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
+    types = sorted({type(m).__name__ for _, m in leaves})
+    return (f"available layer names: {shown or '(none)'}; indices 0..{len(names) - 1} (or negative); "
+            f"types: {', '.join(types)}")
+
+
+def resolve_layers(model: nn.Module, layers=None) -> dict:
+    """Turn a layer specification into ``{name: module}`` in the model's module order.
+
+    ``layers`` is one item or a list of items; each item is a module name, an int (index into
+    :func:`list_layers`; also as a string such as ``"-1"``), a type name (``"ReLU"`` or
+    ``"type:ReLU"``) or an ``nn.Module`` subclass. ``None`` means every ``nn.ReLU``. Raises ValueError
+    listing the available names for anything unknown.
+    """
+    model = unwrap(model)
+    named = {n: m for n, m in model.named_modules() if n}
+    leaves = _leaves(model)
+    if layers is None:
+        layers = [nn.ReLU]
+    elif isinstance(layers, (str, int, type)) or (isinstance(layers, nn.Module)):
+        layers = [layers]
+    else:
+        layers = list(layers)
+        if not layers:
+            raise ValueError("layers must name at least one layer; " + _available_message(model))
+    chosen = set()
+    for item in layers:
+        if isinstance(item, nn.Module):
+            hits = [n for n, m in named.items() if m is item]
+            if not hits:
+                raise ValueError("layers: the module given is not part of the model")
+            chosen.add(hits[0])
+            continue
+        if isinstance(item, type):
+            if not issubclass(item, nn.Module):
+                raise ValueError(f"layers: a type must be an nn.Module subclass, got {item!r}")
+            hits = [n for n, m in named.items() if isinstance(m, item)]
+            if not hits:
+                raise ValueError(f"layers: the model has no module of type {item.__name__}; " + _available_message(model))
+            chosen.update(hits)
+            continue
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            index = int(item)
+        elif isinstance(item, str) and item.strip().lstrip("-").isdigit():
+            index = int(item)
+        elif isinstance(item, str):
+            name = item.strip()
+            if name.startswith("module.") and name not in named:
+                name = name[len("module."):]
+            if name in named:
+                chosen.add(name)
+                continue
+            type_name = name[len("type:"):] if name.startswith("type:") else name
+            hits = [n for n, m in named.items() if type(m).__name__ == type_name]
+            if not hits and isinstance(getattr(nn, type_name, None), type):
+                hits = [n for n, m in named.items() if isinstance(m, getattr(nn, type_name))]
+            if hits:
+                chosen.update(hits)
+                continue
+            raise ValueError(f"layers: unknown layer {item!r}; " + _available_message(model))
+        else:
+            raise ValueError(f"layers: each item must be a name, an index or a module type, got {item!r}")
+        if not -len(leaves) <= index < len(leaves):
+            raise ValueError(f"layers: index {index} out of range for {len(leaves)} leaf modules; "
+                             + _available_message(model))
+        chosen.add(leaves[index][0])
+    return {n: named[n] for n in named if n in chosen}
+
+
+# ---------------------------------------------------------------------------------------------- conv modes
+def parse_conv_mode(conv_mode: str) -> tuple:
+    """``"positions"`` -> ("positions", None); ``"sample:1000"`` -> ("sample", 1000)."""
+    if isinstance(conv_mode, str):
+        mode = conv_mode.strip().lower()
+        if mode in ("positions", "flatten", "avgpool"):
+            return mode, None
+        if mode.startswith("sample:"):
+            k = mode[len("sample:"):]
+            if k.isdigit() and int(k) > 0:
+                return "sample", int(k)
+    raise ValueError(f"conv_mode must be one of {CONV_MODES} (K a positive integer), got {conv_mode!r}")
+
+
+def _sample_draw(batch_size: int, k: int, sample_seed: int, batch_index: int, device) -> tuple:
+    g = torch.Generator()
+    g.manual_seed((int(sample_seed) * 1_000_003 + int(batch_index) * 7919 + 17) % (2**63 - 1))
+    b = torch.randint(0, batch_size, (k,), generator=g)
+    u = torch.rand(k, generator=g, dtype=torch.float64)
+    v = torch.rand(k, generator=g, dtype=torch.float64)
+    return b.to(device), u.to(device), v.to(device)
+
+
+def apply_conv_mode(t: torch.Tensor, mode: str, draw=None) -> torch.Tensor:
+    """Turn one layer output (batch, C, *spatial) into a 2-D (samples, neurons) tensor (see module doc)."""
+    if t.dim() == 2:
+        return t
+    if t.dim() < 2:
+        raise ValueError(f"layer output has shape {tuple(t.shape)}; need (batch, features) or (batch, C, ...)")
+    b, c = t.shape[:2]
+    if mode == "positions":
+        return t.reshape(b, c, -1).transpose(1, 2).reshape(-1, c)
+    if mode == "flatten":
+        return t.reshape(b, -1)
+    if mode == "avgpool":
+        return t.reshape(b, c, -1).mean(dim=2)
+    if mode == "sample":
+        bi, u, v = draw
+        spatial = t.shape[2:]
+        if len(spatial) == 1:
+            h = (u * spatial[0]).long().clamp_(max=spatial[0] - 1)
+            return t[bi, :, h]
+        if len(spatial) == 2:
+            h = (u * spatial[0]).long().clamp_(max=spatial[0] - 1)
+            w = (v * spatial[1]).long().clamp_(max=spatial[1] - 1)
+            return t[bi, :, h, w]
+        raise ValueError(f"conv_mode 'sample:K' supports 1-D and 2-D feature maps, got shape {tuple(t.shape)}")
+    raise ValueError(f"unknown conv mode {mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+class LayerRecorder(contextlib.AbstractContextManager):
+    """Forward hooks on the chosen modules that keep each one's last output as a 2-D tensor.
+
+    Use as a context manager: hooks are registered on entry and always removed on exit, also when
+    the forward pass raises. ``outputs[name]`` holds the current batch (copied, detached).
+    """
+
+    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions"):
+        self.model = unwrap(model)
+        self.modules = resolve_layers(self.model, layers)
+        self.mode, self.k = parse_conv_mode(conv_mode)
+        self.outputs: dict = {}
+        self.draw = None
+        self._handles: list = []
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            if isinstance(output, (tuple, list)):
+                output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+            if not isinstance(output, torch.Tensor):
+                raise ValueError(f"layer {name!r} ({type(module).__name__}) did not return a tensor")
+            out = output.detach()
+            t = apply_conv_mode(out, self.mode, self.draw)
+            if t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
+                t = t.clone()  # a view of an in-place output: copy before later ops overwrite it
+            self.outputs[name] = t.contiguous()
+        return hook
+
+    def __enter__(self):
+        try:
+            for name, module in self.modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __exit__(self, *exc):
+        self.remove()
+        self.outputs = {}
+        return False
+
+
+def _model_device(model: nn.Module):
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _batch_input(batch):
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        for key in ("x", "input", "inputs", "image", "images"):
+            if isinstance(batch.get(key), torch.Tensor):
+                return batch[key]
+    raise ValueError(f"loader must yield tensors or (inputs, ...) tuples, got {type(batch).__name__}")
+
+
+def _progress(iterable, enabled, desc):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return iterable
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+@contextlib.contextmanager
+def _eval_mode(*models):
+    states = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, s in zip(models, states):
+            m.train(s)
+
+
+# ---------------------------------------------------------------------------------------------- one model
+def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "positions", device=None,
+            sample_seed: int = 0, max_batches: int | None = None, progress: bool = False) -> dict:
+    """Activations of one model over a whole loader, in memory: ``{layer_name: ndarray (samples, neurons)}``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Put in eval mode for the pass (its mode is restored afterwards); DataParallel is unwrapped.
+    loader : iterable
+        Yields input tensors or ``(inputs, labels, ...)`` tuples (a DataLoader, a
+        :class:`~repmatch.nets.BatchLoader`, a list of tensors).
+    layers
+        See :func:`resolve_layers`; default every ReLU.
+    conv_mode : {"positions", "flatten", "avgpool", "sample:K"}
+    device : str or torch.device, optional
+        Where to run; the model is moved there (``model.to(device)``). Default: the model's device.
+    sample_seed : int
+        Seed of the ``sample:K`` draws (the same seed and batches give the same positions).
+
+    Use :func:`reduce_pair` to compare two networks without holding all activations.
+    """
+    model = unwrap(model)
+    if device is not None:
+        model.to(device)
+    dev = _model_device(model)
+    chunks: dict = {}
+    with LayerRecorder(model, layers, conv_mode=conv_mode) as rec, _eval_mode(model), torch.no_grad():
+        for i, batch in enumerate(_progress(loader, progress, "extract")):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = _batch_input(batch).to(dev)
+            if rec.mode == "sample":
+                rec.draw = _sample_draw(x.shape[0], rec.k, sample_seed, i, dev)
+            model(x)
+            for name in rec.modules:
+                if name not in rec.outputs:
+                    raise ValueError(f"layer {name!r} was not called in the forward pass")
+                chunks.setdefault(name, []).append(rec.outputs[name].cpu().numpy())
+            rec.outputs = {}
+    if not chunks:
+        raise ValueError("loader yielded no batches")
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+# ---------------------------------------------------------------------------------------------- two models
+def pair_key(layer_a: str, layer_b: str) -> str:
+    """Key of a cross-layer pair in :func:`reduce_pair`'s result (``pairs="all"``): ``"<a>|<b>"``."""
+    return f"{layer_a}|{layer_b}"
+
+
+def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
+                conv_mode: str = "positions", device=None, sample_seed: int = 0,
+                max_batches: int | None = None, progress: bool = False):
+    """Feed both models the same batches in the same order; yield ``(batch_index, acts_a, acts_b)``.
+
+    ``acts_a``/``acts_b`` are ``{layer_name: float ndarray (samples, neurons)}`` for the current
+    batch only, so any streaming statistic can consume them without holding the dataset's
+    activations. ``layers_b`` defaults to ``layers``. Hooks are removed when the generator is
+    exhausted, closed or garbage-collected, or when anything raises.
+    """
+    model_a, model_b = unwrap(model_a), unwrap(model_b)
+    if device is not None:
+        model_a.to(device)
+        model_b.to(device)
+    dev = _model_device(model_a)
+    if _model_device(model_b) != dev:
+        raise ValueError(f"model_a is on {dev} but model_b is on {_model_device(model_b)}; pass device=")
+    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode)
+    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode)
+    with rec_a, rec_b, _eval_mode(model_a, model_b), torch.no_grad():
+        for i, batch in enumerate(_progress(loader, progress, "extract")):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = _batch_input(batch).to(dev)
+            if rec_a.mode == "sample":
+                rec_a.draw = rec_b.draw = _sample_draw(x.shape[0], rec_a.k, sample_seed, i, dev)
+            model_a(x)
+            model_b(x)
+            acts = []
+            for rec, tag in ((rec_a, "model_a"), (rec_b, "model_b")):
+                missing = [n for n in rec.modules if n not in rec.outputs]
+                if missing:
+                    raise ValueError(f"{tag}: layers {missing} were not called in the forward pass")
+                acts.append({n: rec.outputs[n].cpu().numpy() for n in rec.modules})
+                rec.outputs = {}
+            yield i, acts[0], acts[1]
+
+
+def _resolve_pairs(names_a, names_b, pairs) -> list:
+    if pairs == "same":
+        missing = [n for n in names_a if n not in names_b]
+        if missing or len(names_a) != len(names_b):
+            raise ValueError(f"pairs='same' needs the same layer names in both models; only in model_a: "
+                             f"{missing}, only in model_b: {[n for n in names_b if n not in names_a]} "
+                             "(use pairs='all' or explicit (layer_a, layer_b) pairs)")
+        return [(n, n, n) for n in names_a]
+    if pairs == "all":
+        return [(a, b, pair_key(a, b)) for a in names_a for b in names_b]
+    if isinstance(pairs, str):
+        raise ValueError(f"pairs must be 'same', 'all' or a list of (layer_a, layer_b) tuples, got {pairs!r}")
+    out = []
+    for p in pairs:
+        if not (isinstance(p, (tuple, list)) and len(p) == 2):
+            raise ValueError(f"pairs: each explicit pair must be (layer_a, layer_b), got {p!r}")
+        a, b = p
+        if a not in names_a or b not in names_b:
+            raise ValueError(f"pairs: ({a!r}, {b!r}) is not among the chosen layers; model_a: {names_a}, "
+                             f"model_b: {names_b}")
+        out.append((a, b, a if a == b else pair_key(a, b)))
+    return out
+
+
+class _ChunkWriter:
+    """Per-layer chunked ``.npy`` files plus ``manifest.json`` (written last, atomically)."""
+
+    def __init__(self, directory, networks, meta):
+        self.dir = os.fspath(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        self.meta = meta
+        self.layers = {net: {} for net in networks}
+
+    def add(self, net: str, batch_index: int, acts: dict) -> None:
+        for layer, arr in acts.items():
+            rel = os.path.join(net, layer, f"{batch_index:06d}.npy")
+            path = os.path.join(self.dir, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npy")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, arr)
+            os.replace(tmp, path)
+            entry = self.layers[net].setdefault(layer, {"rows": 0, "neurons": int(arr.shape[1]),
+                                                         "dtype": str(arr.dtype), "chunks": []})
+            entry["rows"] += int(arr.shape[0])
+            entry["chunks"].append(rel.replace(os.sep, "/"))
+
+    def finish(self) -> str:
+        manifest = {"format": SAVED_FORMAT, **self.meta, "networks": self.layers}
+        path = os.path.join(self.dir, "manifest.json")
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(manifest, fh, indent=2)
+        os.replace(tmp, path)
+        return path
+
+
+def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
+                pairs="same", conv_mode: str = "positions", device=None, method: str = "gram",
+                sample_seed: int = 0, save=None, save_npz=None, max_batches: int | None = None,
+                progress: bool = False, metadata: dict | None = None) -> dict:
+    """Stream two networks over the same batches straight into :class:`~repmatch.Reduction` objects.
+
+    Parameters
+    ----------
+    model_a, model_b : torch.nn.Module
+    loader : iterable of input tensors or ``(inputs, ...)`` tuples, read once.
+    layers, layers_b
+        Layer specifications for each model (:func:`resolve_layers`); ``layers_b`` defaults to
+        ``layers``. Default: every ReLU.
+    pairs : {"same", "all"} or list of (layer_a, layer_b)
+        ``"same"``: layer ``l`` of A against layer ``l`` of B (key ``l``). ``"all"``: every layer
+        of A against every layer of B (key ``pair_key(a, b)`` = ``"a|b"``), for a layer x layer
+        heatmap; with ``conv_mode="positions"`` only layers with equal spatial size can be paired
+        (``sample:K`` pairs any two conv layers; ``avgpool``/``flatten`` pair anything).
+    conv_mode, device, sample_seed
+        As in :func:`extract`.
+    method : {"gram", "qr"}
+        Passed to :class:`~repmatch.Reduction`.
+    save : path, optional
+        Also write every batch's activations to this directory (``a/<layer>/NNNNNN.npy``,
+        ``b/<layer>/...`` and ``manifest.json``); read back with :func:`load_saved_activations`.
+    save_npz : (path_a, path_b), optional
+        Also write one ``.npz`` per network (one array per layer), readable by
+        :func:`repmatch.io.load_activations` and ``repmatch compare a.npz b.npz``. Built from the
+        chunks one layer at a time (in a temporary directory beside ``path_a`` when ``save`` is None).
+
+    Returns
+    -------
+    dict
+        ``{key: Reduction}`` with X = model A's layer, Y = model B's layer. Save it with
+        :func:`repmatch.io.save_reductions`.
+    """
+    rec_names_a = list(resolve_layers(unwrap(model_a), layers))
+    rec_names_b = list(resolve_layers(unwrap(model_b), layers if layers_b is None else layers_b))
+    plan = _resolve_pairs(rec_names_a, rec_names_b, pairs)
+    parse_conv_mode(conv_mode)  # validate before any work
+    if save_npz is not None:
+        if isinstance(save_npz, (str, os.PathLike)) or len(save_npz) != 2:
+            raise ValueError("save_npz must be a pair of paths (path_a, path_b)")
+    meta = {"conv_mode": conv_mode, "sample_seed": int(sample_seed), **(metadata or {})}
+    tmpdir = None
+    if save is None and save_npz is not None:
+        tmpdir = tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(os.fspath(save_npz[0]))),
+                                             prefix=".repmatch-chunks-")
+    writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
+        if (save is not None or tmpdir is not None) else None
+    reductions: dict = {}
+    stream = stream_pair(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
+                         sample_seed=sample_seed, max_batches=max_batches, progress=progress)
+    try:
+        # stream.close() in finally: on an error the hooks go now, not when the traceback dies
+        for i, acts_a, acts_b in stream:
+            if writer is not None:
+                writer.add("a", i, acts_a)
+                writer.add("b", i, acts_b)
+            for la, lb, key in plan:
+                xa, yb = acts_a[la], acts_b[lb]
+                if xa.shape[0] != yb.shape[0]:
+                    raise ValueError(
+                        f"layer {la!r} of model_a gives {xa.shape[0]} samples per batch but layer {lb!r} of model_b "
+                        f"gives {yb.shape[0]} with conv_mode={conv_mode!r} (different spatial sizes, or a conv "
+                        "layer against a fully connected one, which 'sample:K' does not sample); use "
+                        "conv_mode='avgpool' or 'flatten' to compare them")
+                if key not in reductions:
+                    reductions[key] = Reduction(xa.shape[1], yb.shape[1], method=method)
+                reductions[key].update(xa, yb)
+        if not reductions:
+            raise ValueError("loader yielded no batches")
+        if writer is not None:
+            writer.finish()
+            if save_npz is not None:
+                saved_to_npz(writer.dir, "a", save_npz[0])
+                saved_to_npz(writer.dir, "b", save_npz[1])
+    finally:
+        stream.close()
+        if tmpdir is not None:
+            tmpdir.cleanup()
+    return reductions
+
+
+# ---------------------------------------------------------------------------------------------- saved files
+def _read_manifest(directory) -> dict:
+    path = os.path.join(os.fspath(directory), "manifest.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"save directory {directory}: no manifest.json (extraction incomplete or wrong path)")
+    with open(path) as fh:
+        manifest = json.load(fh)
+    if manifest.get("format") != SAVED_FORMAT:
+        raise ValueError(f"{path} is not a repmatch activations manifest ({SAVED_FORMAT})")
+    return manifest
+
+
+def load_saved_activations(directory, network: str = "a", layers=None, *, mmap: bool = False) -> dict:
+    """Concatenate the chunks saved by ``reduce_pair(save=...)``: ``{layer: ndarray}`` for one network."""
+    manifest = _read_manifest(directory)
+    nets = manifest["networks"]
+    if network not in nets:
+        raise ValueError(f"network must be one of {sorted(nets)}, got {network!r}")
+    names = list(nets[network]) if layers is None else list(layers)
+    out = {}
+    for layer in names:
+        if layer not in nets[network]:
+            raise ValueError(f"layer {layer!r} not saved; saved layers: {list(nets[network])}")
+        parts = [np.load(os.path.join(os.fspath(directory), c), mmap_mode="r" if mmap else None)
+                 for c in nets[network][layer]["chunks"]]
+        out[layer] = np.concatenate(parts)
+    return out
+
+
+def saved_to_npz(directory, network: str, path) -> None:
+    """Write one network's saved chunks into a single ``.npz`` (one array per layer), atomically.
+
+    Layers are written one at a time, so memory holds at most one layer's activations.
+    """
+    manifest = _read_manifest(directory)
+    layers = list(manifest["networks"][network])
+    path = os.fspath(path)
+    target_dir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(target_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=".npz")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for layer in layers:
+                arr = load_saved_activations(directory, network, [layer])[layer]
+                with zf.open(f"{layer}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+                del arr
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_activations_npz(activations: dict, path) -> None:
+    """Write ``{layer: ndarray}`` (e.g. from :func:`extract`) to one ``.npz`` atomically."""
+    from .io import atomic_savez
+
+    atomic_savez(path, **{k: np.asarray(v) for k, v in activations.items()})

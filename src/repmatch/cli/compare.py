@@ -1,0 +1,199 @@
+"""``repmatch compare``: compare the layers of two networks from activation or reduction files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+DEFAULT_EPS = (0.15, 0.2, 0.25, 0.3, 0.5)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare two networks' layers (subspace match and other measures)",
+        description=(
+            "Compare layers of two networks. A and B are .npy or .npz activation files of the two networks "
+            "(rows = the same inputs in the same order, columns = neurons; for .npz every array name present "
+            "in both files is a layer compared with its twin). Alternatively give a single reductions file "
+            "written by `repmatch extract` (it already holds both networks), or --example for the activations "
+            "that ship with repmatch."
+        ),
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="A B (activations) or one reductions file")
+    p.add_argument("--example", action="store_true", help="use the example activations shipped with repmatch")
+    p.add_argument("--eps", type=float, nargs="+", default=list(DEFAULT_EPS), metavar="EPS",
+                   help="ε values for the maximum match (default: the authors' 0.15 0.2 0.25 0.3 0.5)")
+    p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all common layers)")
+    p.add_argument("--simple", action="store_true", help="also find simple matches at every ε (size distribution)")
+    p.add_argument("--restarts", type=int, default=0, help="random deletion orders per neuron for --simple")
+    p.add_argument("--method", choices=("gram", "qr"), default="gram",
+                   help="reduction for in-memory activations: gram (fast, tol 1e-6) or qr (exact matches to 1e-10)")
+    p.add_argument("--measures", nargs="+", metavar="NAME",
+                   help="measures to compute (default: subspace plus a sensible set; see --list-measures)")
+    p.add_argument("--list-measures", action="store_true", help="list the available measures and exit")
+    p.add_argument("--seed", type=int, default=0, help="seed for randomised parts (restarts, nulls)")
+    p.add_argument("--json", metavar="OUT", help="also write every number as JSON to OUT")
+    p.set_defaults(func=run)
+
+
+def example_paths() -> tuple[str, str]:
+    """Paths of the example activation files shipped with the package."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+    return os.path.join(here, "example_seed0.npz"), os.path.join(here, "example_seed1.npz")
+
+
+def _load_inputs(args):
+    """Return (list of (layer, X, Y, reduction)), description)."""
+    from .. import io
+    from ..reduce import Reduction
+
+    files = list(args.files)
+    if args.example:
+        if files:
+            raise ValueError("give either FILE arguments or --example, not both")
+        files = list(example_paths())
+    if len(files) == 1:
+        if not io.is_reduction_file(files[0]):
+            if not os.path.exists(files[0]):
+                raise FileNotFoundError(f"FILE: no such file: {files[0]}")
+            raise ValueError(
+                f"FILE: {files[0]} is not a reductions file; to compare activations give two files A B"
+            )
+        reds, meta = io.load_reductions(files[0], "FILE")
+        items = [(name, None, None, r) for name, r in reds.items()]
+        return items, {"reductions": os.path.abspath(files[0]), "metadata": meta}
+    if len(files) != 2:
+        raise ValueError(f"expected two activation files A B (or one reductions file), got {len(files)} file(s)")
+    a = io.load_activations(files[0], "A")
+    b = io.load_activations(files[1], "B")
+    if len(a) == 1 and len(b) == 1 and (files[0].endswith(".npy") or files[1].endswith(".npy")):
+        # two single-layer files: compare them whatever their names
+        (ka, va), (kb, vb) = next(iter(a.items())), next(iter(b.items()))
+        a, b = {ka: va}, {ka: vb}
+    common = [k for k in a if k in b]
+    if not common:
+        raise ValueError(f"A and B share no layer name: A has {sorted(a)}, B has {sorted(b)}")
+    items = []
+    for name in common:
+        X, Y = a[name], b[name]
+        if X.shape[0] != Y.shape[0]:
+            raise ValueError(
+                f"layer {name!r}: A has {X.shape[0]} rows and B has {Y.shape[0]}; rows must be the same inputs"
+            )
+        items.append((name, X, Y, Reduction.from_arrays(X, Y, method=args.method)))
+    return items, {"A": os.path.abspath(files[0]), "B": os.path.abspath(files[1])}
+
+
+def _select_layers(items, wanted):
+    if not wanted:
+        return items
+    names = [it[0] for it in items]
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise ValueError(f"--layers: unknown layer(s) {missing}; available: {names}")
+    return [it for it in items if it[0] in wanted]
+
+
+def _subspace(layer, r, eps, args, lines):
+    import repmatch
+
+    curve = repmatch.similarity_curve(r, eps=eps)
+    out = {"similarity_curve": curve.to_dict(), "samples_per_neuron": r.n_samples / (r.n_x + r.n_y)}
+    lines.append(
+        f"  subspace match  (n_x={r.n_x}, n_y={r.n_y}, samples={r.n_samples}, "
+        f"samples/neuron={r.n_samples / (r.n_x + r.n_y):.1f}, tol={curve.tol:g})"
+    )
+    lines.append(f"    dead neurons: X {len(curve.dead_x)}, Y {len(curve.dead_y)}    max_epsilon: {curve.max_epsilon:.4f}")
+    lines.append("    eps      similarity   |x|    |y|" + ("    simple matches (count; sizes |x|+|y|)" if args.simple else ""))
+    simple = []
+    for e, s, sx, sy in zip(curve.eps, curve.similarity, curve.size_x, curve.size_y):
+        row = f"    {e:<8g} {s:<12.4f} {sx:<6d} {sy:<6d}"
+        if args.simple:
+            sm = repmatch.simple_matches(r, eps=float(e), restarts=args.restarts, rng=args.seed)
+            simple.append(sm.to_dict())
+            sizes = sm.sizes
+            desc = "-" if len(sm) == 0 else f"{len(sm)}; median {int(np.median(sizes))}, max {int(sizes.max())}"
+            row += f"    {desc}"
+        lines.append(row)
+    if args.simple:
+        out["simple_matches"] = simple
+    return out
+
+
+def run(args) -> int:
+    from . import _measures
+
+    if args.list_measures:
+        print("subspace" + "".join(f"\n{m}" for m in _measures.AVAILABLE))
+        return 0
+    eps = [float(e) for e in args.eps]
+    for e in eps:
+        if not 0.0 <= e < 1.0:
+            raise ValueError(f"--eps values must lie in [0, 1), got {e}")
+    if args.restarts < 0:
+        raise ValueError(f"--restarts must be >= 0, got {args.restarts}")
+    measures = list(args.measures) if args.measures else ["subspace", *_measures.DEFAULT]
+    unknown = [m for m in measures if m != "subspace" and m not in _measures.AVAILABLE]
+    if unknown:
+        raise ValueError(f"--measures: unknown measure(s) {unknown}; available: {['subspace', *_measures.AVAILABLE]}")
+    items, source = _load_inputs(args)
+    items = _select_layers(items, args.layers)
+    results = {"source": source, "eps": eps, "measures": measures, "layers": {}}
+    options = {"seed": args.seed, "eps": eps, "method": args.method}
+    caught = []
+    for layer, X, Y, r in items:
+        lines = [f"layer {layer}"]
+        entry = {}
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            if "subspace" in measures:
+                entry["subspace"] = _subspace(layer, r, eps, args, lines)
+            for m in measures:
+                if m == "subspace":
+                    continue
+                data, mlines = _measures.compute(m, layer, X, Y, r, options)
+                entry[m] = data
+                lines.extend(mlines)
+        for warning in w:
+            msg = f"layer {layer}: {warning.message}"
+            caught.append(msg)
+            lines.append(f"  warning: {warning.message}")
+        results["layers"][layer] = entry
+        print("\n".join(lines))
+        print()
+    results["warnings"] = caught
+    if args.json:
+        _write_json(args.json, results)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _write_json(path, obj) -> None:
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

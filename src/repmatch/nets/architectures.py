@@ -1,0 +1,219 @@
+"""The authors' architectures (shared/spec/subspace-match.md section 5), configurable for CPU runs.
+
+* ``vgg8/11/13/16/19`` and ``*_bn``: per config entry Conv3x3 (pad 1) -> [BatchNorm] -> ReLU, ``'M'``
+  = MaxPool 2x2; classifier Linear(512, 512)-ReLU-Linear(512, 512)-ReLU-Linear(512, classes), no
+  dropout. Five pools take 32x32 to 1x1, so VGG needs ``image_size`` to be a multiple of 32
+  (28x28 images are padded to 32 by :func:`~repmatch.nets.datasets.load_dataset`).
+* ``plain20/32/44/56``: CIFAR ResNets (He et al. 2016, section 4.2) *without* shortcuts; three stages
+  of (depth - 2) / 6 blocks Conv-BN-ReLU-Conv-BN-ReLU at 16/32/64 channels, global average pool, FC.
+* ``resnet20/32/44/56``: the same with identity shortcuts (option A: stride-2 subsampling and zero
+  channels where the shape changes, so shortcuts have no parameters).
+* ``smallcnn``: Conv(32)-ReLU-Conv(32)-ReLU-MaxPool-Conv(64)-ReLU-Conv(64)-ReLU-MaxPool-FC(128)-ReLU-FC,
+  for the 8x8 digits and 28x28 images.
+
+``width`` multiplies every channel count and the VGG/smallcnn hidden FC sizes (rounded, at least 1),
+so ``width=0.25`` gives a VGG with 16..128 channels that trains on a CPU.
+
+Every ReLU is its own module (never reused), so hooking ``ReLU`` modules captures each activation
+layer once. Initialisation (the authors'): Kaiming-normal conv weights (fan_in, ReLU gain), zero
+biases, Linear weights N(0, 0.01^2), BatchNorm gamma 1 and beta 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ARCHITECTURES", "VGG_CONFIGS", "build_model", "init_weights", "VGG", "CifarResNet", "SmallCNN",
+           "input_size_for"]
+
+VGG_CONFIGS = {
+    "vgg8": [64, "M", 128, "M", 256, "M", 512, "M", 512, "M"],
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+ARCHITECTURES = tuple(
+    [k for k in VGG_CONFIGS] + [k + "_bn" for k in VGG_CONFIGS]
+    + [f"plain{d}" for d in (20, 32, 44, 56)] + [f"resnet{d}" for d in (20, 32, 44, 56)] + ["smallcnn"]
+)
+
+
+def _scale(c: int, width: float) -> int:
+    return max(1, int(round(c * width)))
+
+
+class VGG(nn.Module):
+    """VGG for CIFAR-sized inputs: ``features`` (conv blocks) then ``classifier`` (3 Linear layers)."""
+
+    def __init__(self, config, *, batch_norm=False, num_classes=10, in_channels=3, image_size=32, width=1.0,
+                 hidden=512):
+        super().__init__()
+        layers, c, size = [], in_channels, image_size
+        for v in config:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                size //= 2
+            else:
+                out = _scale(v, width)
+                layers.append(nn.Conv2d(c, out, 3, padding=1, bias=not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(out))
+                layers.append(nn.ReLU(inplace=True))
+                c = out
+        if size < 1:
+            raise ValueError(f"image_size={image_size} is too small for {sum(v == 'M' for v in config)} max-pools; "
+                             "use image_size=32 (or a multiple of 32)")
+        self.features = nn.Sequential(*layers)
+        h = _scale(hidden, width)
+        self.classifier = nn.Sequential(
+            nn.Linear(c * size * size, h), nn.ReLU(inplace=True),
+            nn.Linear(h, h), nn.ReLU(inplace=True),
+            nn.Linear(h, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class _Block(nn.Module):
+    """Conv-BN-ReLU-Conv-BN (+ shortcut) -ReLU; ``shortcut=False`` gives the authors' plain block."""
+
+    def __init__(self, c_in, c_out, stride, shortcut):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.shortcut = shortcut
+        self.stride, self.extra = stride, c_out - c_in
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        if self.shortcut:
+            s = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+            if self.extra > 0:  # option A: zero channels, split evenly front and back
+                s = F.pad(s, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+            out = out + s
+        return self.relu2(out)
+
+
+class CifarResNet(nn.Module):
+    """CIFAR ResNet (depth 6n+2) with or without shortcuts: stem, ``layer1..3``, pool, ``fc``."""
+
+    def __init__(self, depth, *, shortcut=True, num_classes=10, in_channels=3, width=1.0):
+        super().__init__()
+        if (depth - 2) % 6 != 0:
+            raise ValueError(f"depth must be 6n+2 (20, 32, 44, 56), got {depth}")
+        n = (depth - 2) // 6
+        widths = [_scale(16, width), _scale(32, width), _scale(64, width)]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        c = widths[0]
+        for i, w in enumerate(widths):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(_Block(c, w, stride, shortcut))
+                c = w
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class SmallCNN(nn.Module):
+    """Four 3x3 convs (32, 32, pool, 64, 64, pool) and FC(128): trains on the digits in well under a second an epoch."""
+
+    def __init__(self, *, num_classes=10, in_channels=1, image_size=8, width=1.0, hidden=128):
+        super().__init__()
+        c1, c2, h = _scale(32, width), _scale(64, width), _scale(hidden, width)
+        size = image_size // 2 // 2
+        if size < 1:
+            raise ValueError(f"image_size={image_size} is too small for smallcnn (two max-pools); need at least 4")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Linear(c2 * size * size, h), nn.ReLU(inplace=True), nn.Linear(h, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """The authors' initialisation, in place: Kaiming-normal conv (fan_in, relu), zero bias, FC N(0, 0.01^2), BN (1, 0)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def input_size_for(arch: str, image_size: int) -> int:
+    """The image size ``arch`` should be fed for images of ``image_size``: VGG rounds up to a multiple of 32."""
+    arch = _check_arch(arch)
+    if arch.startswith("vgg"):
+        return max(32, -(-image_size // 32) * 32)
+    if arch == "smallcnn":
+        return max(4, image_size)
+    return image_size
+
+
+def _check_arch(arch) -> str:
+    if not isinstance(arch, str) or arch.lower() not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}; got {arch!r}")
+    return arch.lower()
+
+
+def build_model(arch: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
+                width: float = 1.0, seed: int | None = None) -> nn.Module:
+    """Build and initialise one of :data:`ARCHITECTURES`.
+
+    With ``seed`` the initial weights are a function of the seed alone (the global torch RNG is
+    forked, so the caller's random state is left untouched); without it they come from the global RNG.
+    """
+    from .._validate import check_positive_int
+
+    arch = _check_arch(arch)
+    num_classes = check_positive_int(num_classes, "num_classes")
+    in_channels = check_positive_int(in_channels, "in_channels")
+    image_size = check_positive_int(image_size, "image_size")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+        raise ValueError(f"width must be a positive number, got {width!r}")
+
+    def make():
+        if arch.startswith("vgg"):
+            name, bn = (arch[:-3], True) if arch.endswith("_bn") else (arch, False)
+            return VGG(VGG_CONFIGS[name], batch_norm=bn, num_classes=num_classes, in_channels=in_channels,
+                       image_size=image_size, width=width)
+        if arch.startswith("plain") or arch.startswith("resnet"):
+            depth = int(arch[len("plain"):] if arch.startswith("plain") else arch[len("resnet"):])
+            return CifarResNet(depth, shortcut=arch.startswith("resnet"), num_classes=num_classes,
+                               in_channels=in_channels, width=width)
+        return SmallCNN(num_classes=num_classes, in_channels=in_channels, image_size=image_size, width=width)
+
+    if seed is None:
+        return init_weights(make())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return init_weights(make())

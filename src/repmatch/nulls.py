@@ -1,0 +1,264 @@
+"""Null baselines for every scalar measure: permutation tests and bootstrap confidence intervals.
+
+spec/convergent-learning.md section 5: show every number next to a null.
+
+* :func:`permutation_test` shuffles the row correspondence of one side (the rows of Y), which keeps
+  each layer's own statistics (means, variances, within-net correlations) and breaks only the
+  pairing of inputs between the networks: the "other network on shuffled inputs" baseline.
+  ``p = (1 + #{null at least as extreme}) / (1 + n_permutations)`` (never 0).
+* :func:`bootstrap_ci` resamples rows with replacement (the same rows on both sides) and gives the
+  percentile interval of the statistic.
+
+Both need the rows (in memory); a :class:`~repmatch.Reduction` raises ValueError. Both are
+deterministic given ``rng`` (None: fixed seed 0). The statistic is given as a callable
+``stat(X, Y) -> float`` (anything with ``float()``, e.g. a :class:`~repmatch.Score`) or as the
+name of a registered scalar in :data:`SCALARS`, whose direction then sets the default alternative.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import RepmatchWarning, as_rng, check_pair, check_positive_int
+from .reduce import Reduction
+
+__all__ = ["SCALARS", "PermutationResult", "BootstrapResult", "permutation_test", "bootstrap_ci"]
+
+
+def _semi(X, Y):
+    from .alignment import semi_match
+
+    return semi_match(X, Y).mean
+
+
+def _bipartite(X, Y):
+    from .alignment import bipartite_match
+
+    return bipartite_match(X, Y).mean
+
+
+def _mi_semi(X, Y):
+    from .alignment import semi_match
+
+    return semi_match(X, Y, measure="mi").mean
+
+
+def _ref(name):
+    def f(X, Y):
+        from . import reference
+
+        fn = {"procrustes": reference.procrustes_distance}.get(name) or getattr(reference, name)
+        return fn(X, Y).value
+
+    f.__name__ = name
+    return f
+
+
+def _sparse_fvu(X, Y):
+    from .sparse import sparse_prediction
+
+    return float(sparse_prediction(X, Y, alphas=[1e-3], direction="x_to_y", test_fraction=0.0).x_to_y.mean_fvu[0])
+
+
+#: Registered scalars: name -> (function (X, Y) -> float, larger_is_more_similar).
+SCALARS = {
+    "semi_match": (_semi, True),
+    "bipartite_match": (_bipartite, True),
+    "mi_semi_match": (_mi_semi, True),
+    "sparse_fvu": (_sparse_fvu, False),
+    "linear_cka": (_ref("linear_cka"), True),
+    "debiased_linear_cka": (_ref("debiased_linear_cka"), True),
+    "rbf_cka": (_ref("rbf_cka"), True),
+    "mean_squared_cca": (_ref("mean_squared_cca"), True),
+    "svcca": (_ref("svcca"), True),
+    "pwcca": (_ref("pwcca"), True),
+    "procrustes": (_ref("procrustes"), False),
+}
+
+ALTERNATIVES = ("greater", "less", "two-sided")
+
+
+@dataclass(frozen=True)
+class PermutationResult:
+    """Permutation test of one statistic.
+
+    Attributes
+    ----------
+    observed : float
+    null : ndarray (n_permutations,)
+        The statistic on the row-shuffled pairs.
+    p_value : float
+        ``(1 + #{extreme}) / (1 + n_permutations)``: at least ``1 / (1 + n_permutations)``.
+    alternative : str
+        ``"greater"``: observed larger than chance; ``"less"``; ``"two-sided"`` (distance from the
+        null mean).
+    """
+
+    statistic: str
+    observed: float
+    null: np.ndarray
+    p_value: float
+    alternative: str
+    n_permutations: int
+
+    @property
+    def null_mean(self) -> float:
+        return float(self.null.mean())
+
+    @property
+    def null_std(self) -> float:
+        return float(self.null.std())
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "permutation_test",
+            "statistic": self.statistic,
+            "observed": self.observed,
+            "null_mean": self.null_mean,
+            "null_std": self.null_std,
+            "p_value": self.p_value,
+            "alternative": self.alternative,
+            "n_permutations": self.n_permutations,
+        }
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Percentile bootstrap confidence interval of one statistic over rows."""
+
+    statistic: str
+    observed: float
+    low: float
+    high: float
+    level: float
+    samples: np.ndarray
+    n_boot: int
+
+    @property
+    def std_error(self) -> float:
+        return float(self.samples.std(ddof=1)) if self.samples.size > 1 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "bootstrap_ci",
+            "statistic": self.statistic,
+            "observed": self.observed,
+            "low": self.low,
+            "high": self.high,
+            "level": self.level,
+            "std_error": self.std_error,
+            "n_boot": self.n_boot,
+        }
+
+
+def _resolve(stat, what):
+    if isinstance(stat, str):
+        if stat not in SCALARS:
+            raise ValueError(f"stat must be a callable or one of {tuple(SCALARS)}, got {stat!r}")
+        fn, larger = SCALARS[stat]
+        return fn, stat, larger
+    if not callable(stat):
+        raise ValueError(f"stat must be a callable stat(X, Y) -> float or a registered name, got {stat!r}")
+    return stat, getattr(stat, "__name__", "statistic"), True
+
+
+def _rows(X, Y, what):
+    if isinstance(X, Reduction):
+        raise ValueError(
+            f"{what} needs the rows themselves to resample them: pass activation arrays (X, Y), not a Reduction"
+        )
+    if Y is None:
+        raise ValueError(f"Y is required for {what}")
+    Xa, Ya = check_pair(X, Y)
+    if Xa.shape[0] < 2:
+        raise ValueError(f"X and Y have {Xa.shape[0]} row(s); {what} needs at least 2")
+    return Xa, Ya
+
+
+def _value(fn, X, Y) -> float:
+    v = float(fn(X, Y))
+    if not np.isfinite(v):
+        raise ValueError(f"the statistic returned a non-finite value ({v})")
+    return v
+
+
+def permutation_test(stat, X, Y=None, *, n_permutations: int = 999, alternative: str | None = None, rng=None) -> PermutationResult:
+    """Permutation null of ``stat(X, Y)``: shuffle the rows of Y (spec/convergent-learning.md 5).
+
+    Parameters
+    ----------
+    stat : callable or str
+        ``stat(X, Y) -> float``, or a name from :data:`SCALARS`.
+    X, Y : arrays (n_samples, n_x), (n_samples, n_y)
+    n_permutations : int
+    alternative : {"greater", "less", "two-sided"}, optional
+        Default: "greater" for similarities, "less" for registered distances / errors.
+    rng : None, int or Generator
+
+    Returns
+    -------
+    PermutationResult
+
+    Examples
+    --------
+    >>> import numpy as np, repmatch
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 5)); Y = X + rng.standard_normal((200, 5))
+    >>> res = repmatch.permutation_test("linear_cka", X, Y, n_permutations=99, rng=1)
+    >>> res.p_value
+    0.01
+    """
+    fn, name, larger = _resolve(stat, "permutation_test")
+    Xa, Ya = _rows(X, Y, "permutation_test")
+    n_perm = check_positive_int(n_permutations, "n_permutations")
+    if alternative is None:
+        alternative = "greater" if larger else "less"
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    g = as_rng(rng)
+    observed = _value(fn, Xa, Ya)
+    null = np.empty(n_perm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepmatchWarning)
+        for k in range(n_perm):
+            null[k] = _value(fn, Xa, Ya[g.permutation(Ya.shape[0])])
+    # ties within rounding count as "as extreme" (conservative)
+    slack = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        extreme = np.sum(null >= observed - slack)
+    elif alternative == "less":
+        extreme = np.sum(null <= observed + slack)
+    else:
+        m = null.mean()
+        extreme = np.sum(np.abs(null - m) >= abs(observed - m) - slack)
+    p = (1.0 + extreme) / (1.0 + n_perm)
+    return PermutationResult(name, observed, null, float(p), alternative, n_perm)
+
+
+def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rng=None) -> BootstrapResult:
+    """Percentile bootstrap confidence interval of ``stat(X, Y)`` over rows.
+
+    Rows are drawn with replacement, the same rows for X and Y. ``level`` in (0, 1). Note that
+    duplicated rows inflate some statistics (e.g. plain CKA's small-sample bias); the interval is
+    about the variability of the estimate, not a bias correction.
+    """
+    fn, name, _ = _resolve(stat, "bootstrap_ci")
+    Xa, Ya = _rows(X, Y, "bootstrap_ci")
+    n_boot = check_positive_int(n_boot, "n_boot", minimum=2)
+    lv = float(level)
+    if not (0.0 < lv < 1.0):
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    g = as_rng(rng)
+    observed = _value(fn, Xa, Ya)
+    n = Xa.shape[0]
+    samples = np.empty(n_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepmatchWarning)
+        for k in range(n_boot):
+            idx = g.integers(0, n, n)
+            samples[k] = _value(fn, Xa[idx], Ya[idx])
+    lo, hi = np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2])
+    return BootstrapResult(name, observed, float(lo), float(hi), lv, samples, n_boot)

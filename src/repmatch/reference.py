@@ -1,0 +1,351 @@
+"""Reference measures of representational similarity: the CKA family, the CCA family, Procrustes.
+
+These are the layer-level scores other tools report (spec/field.md), offered next to the
+neuron-level measures so that a reader can compare them on the same data. Each returns a
+:class:`Score` whose ``larger_is_more_similar`` says which way is "more alike", and
+:data:`REFERENCE_MEASURES` documents every measure's direction, range, invariances and whether it
+can be computed from a streamed :class:`~repmatch.Reduction`.
+
+From moments (arrays or a Reduction)
+    :func:`linear_cka` (feature-space form, exact), :func:`cca`, :func:`mean_squared_cca`,
+    :func:`svcca`, :func:`pwcca`, :func:`procrustes_distance`. All need only the centred
+    covariance of ``[X Y]``.
+In memory only (arrays)
+    :func:`debiased_linear_cka` (needs fourth moments per row) and :func:`rbf_cka` (needs the
+    n x n kernel matrices). Passing a Reduction raises ValueError.
+
+Degenerate input
+----------------
+* fewer than 2 rows (4 for debiased CKA): ValueError naming the argument;
+* a layer with no variance at all (every unit constant): ValueError, since every score would be 0/0;
+* rank-deficient layers: CCA-based scores use the numerical rank (eigenvalues of the covariance
+  above :data:`RANK_TOL` times the largest); the rank is reported in ``Score.details``. When
+  ``n_samples <= rank_x + rank_y`` canonical correlations are trivially near 1 and a
+  :class:`~repmatch.RepmatchWarning` says so.
+
+No score is ever NaN.
+
+References: Kornblith et al., ICML 2019 (CKA; golden values in spec/field.md); Raghu et al. 2017
+(SVCCA); Morcos et al. 2018 (PWCCA); Ding et al. 2021 and Williams et al. 2021 (Procrustes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validate import check_pair, warn
+from .reduce import Reduction
+from .stats import as_reduction
+
+__all__ = [
+    "RANK_TOL",
+    "Score",
+    "MeasureInfo",
+    "REFERENCE_MEASURES",
+    "linear_cka",
+    "debiased_linear_cka",
+    "rbf_cka",
+    "cca",
+    "mean_squared_cca",
+    "svcca",
+    "pwcca",
+    "procrustes_distance",
+]
+
+#: Covariance eigenvalues at or below ``RANK_TOL * largest`` count as zero (singular values of the
+#: centred data below ~1e-6 of the largest): a float64 covariance carries ~1e-16 relative rounding,
+#: so directions below this are noise once squared condition numbers are taken into account.
+RANK_TOL = 1e-12
+
+
+@dataclass(frozen=True)
+class MeasureInfo:
+    """What a reference measure means: direction, range, invariances, how it can be computed."""
+
+    larger_is_more_similar: bool
+    range: tuple
+    streaming: bool
+    symmetric: bool
+    invariant_to_permutation: bool
+    invariant_to_orthogonal: bool
+    invariant_to_isotropic_scaling: bool
+    invariant_to_invertible_linear: bool
+    invariant_to_translation: bool
+    invariant_to_unit_scaling: bool  # rescaling each neuron separately
+
+
+#: Documented registry of the reference measures (see docs/reference-measures.md).
+REFERENCE_MEASURES = {
+    "linear_cka": MeasureInfo(True, (0.0, 1.0), True, True, True, True, True, False, True, False),
+    "debiased_linear_cka": MeasureInfo(True, (-1.0, 1.0), False, True, True, True, True, False, True, False),
+    "rbf_cka": MeasureInfo(True, (0.0, 1.0), False, True, True, True, True, False, True, False),
+    "mean_squared_cca": MeasureInfo(True, (0.0, 1.0), True, True, True, True, True, True, True, True),
+    "svcca": MeasureInfo(True, (0.0, 1.0), True, True, True, True, True, False, True, False),
+    "pwcca": MeasureInfo(True, (0.0, 1.0), True, False, True, False, True, False, True, False),
+    "procrustes": MeasureInfo(False, (0.0, float(np.sqrt(2.0))), True, True, True, True, True, False, True, False),
+}
+
+
+@dataclass(frozen=True)
+class Score:
+    """One scalar similarity or distance between two layers.
+
+    Attributes
+    ----------
+    name : str
+        Key of :data:`REFERENCE_MEASURES`.
+    value : float
+    larger_is_more_similar : bool
+        False for distances (Procrustes).
+    n_samples : int
+    details : dict
+        Measure-specific extras (canonical correlations, numerical ranks, kernel bandwidths).
+
+    ``float(score)`` is ``score.value``.
+    """
+
+    name: str
+    value: float
+    larger_is_more_similar: bool
+    n_samples: int
+    details: dict = field(default_factory=dict)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def to_dict(self) -> dict:
+        out = {
+            "name": self.name,
+            "value": float(self.value),
+            "larger_is_more_similar": self.larger_is_more_similar,
+            "n_samples": self.n_samples,
+        }
+        for k, v in self.details.items():
+            out[k] = v.tolist() if isinstance(v, np.ndarray) else v
+        return out
+
+
+def _score(name, value, n, **details) -> Score:
+    return Score(name, float(value), REFERENCE_MEASURES[name].larger_is_more_similar, int(n), details)
+
+
+def _covariances(X, Y, measure, center=True):
+    r = as_reduction(X, Y, measure=measure)
+    if r.n_samples < 2:
+        raise ValueError(f"{measure} needs at least 2 samples, got {r.n_samples}")
+    C = r.covariance(ddof=0) if center else r.gram() / r.n_samples
+    nx = r.n_x
+    Sxx, Syy, Sxy = C[:nx, :nx], C[nx:, nx:], C[:nx, nx:]
+    for name, S in (("X", Sxx), ("Y", Syy)):
+        if not np.trace(S) > 0:
+            raise ValueError(f"{name} has no variance (every unit is constant); {measure} is undefined")
+    return Sxx, Syy, Sxy, r.n_samples
+
+
+def _in_memory(X, Y, measure, min_samples):
+    if isinstance(X, Reduction):
+        raise ValueError(
+            f"{measure} needs the rows themselves, not streamed moments: pass activation arrays (X, Y), "
+            "not a Reduction"
+        )
+    if Y is None:
+        raise ValueError(f"Y is required for {measure}")
+    Xa, Ya = check_pair(X, Y)
+    n = Xa.shape[0]
+    if n < min_samples:
+        raise ValueError(f"X and Y have {n} rows; {measure} needs at least {min_samples}")
+    Xc, Yc = Xa - Xa.mean(axis=0), Ya - Ya.mean(axis=0)
+    for name, A in (("X", Xc), ("Y", Yc)):
+        if not np.any(A):
+            raise ValueError(f"{name} has no variance (every unit is constant); {measure} is undefined")
+    return Xc, Yc
+
+
+# ---------------------------------------------------------------------------- CKA
+def linear_cka(X, Y=None) -> Score:
+    """Linear centred kernel alignment, exact, in feature space (Kornblith et al. 2019, eq. 5).
+
+    ``CKA = ||S_xy||_F^2 / (||S_xx||_F ||S_yy||_F)`` with ``S`` the centred covariances, which equals
+    the Gram-matrix definition ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with linear kernels.
+    Accepts arrays or a :class:`~repmatch.Reduction` (``Y`` omitted). Range [0, 1], larger = more
+    similar; invariant to orthogonal transforms, isotropic scaling and translation, not to
+    arbitrary invertible maps or per-unit scaling.
+    """
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "linear_cka")
+    value = np.sum(Sxy**2) / (np.linalg.norm(Sxx) * np.linalg.norm(Syy))
+    return _score("linear_cka", min(max(value, 0.0), 1.0), n)
+
+
+def _hsic_unbiased_linear(Xc, Yc):
+    """Unbiased HSIC (Song et al. 2012) with linear kernels, in O(n p^2) without n x n matrices."""
+    n = Xc.shape[0]
+    dk = np.einsum("ij,ij->i", Xc, Xc)  # diag of K = X X^T
+    dl = np.einsum("ij,ij->i", Yc, Yc)
+    tr_kl = np.sum((Xc.T @ Yc) ** 2) - dk @ dl  # tr(K~ L~), diagonals removed
+    k1 = Xc @ Xc.sum(axis=0) - dk  # K~ 1
+    l1 = Yc @ Yc.sum(axis=0) - dl
+    sk, sl = k1.sum(), l1.sum()
+    return (tr_kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)) / (n * (n - 3))
+
+
+def debiased_linear_cka(X, Y=None) -> Score:
+    """Linear CKA with the unbiased HSIC estimator (Kornblith et al. 2019; Song et al. 2012).
+
+    Removes the positive bias of plain CKA at small ``n_samples / n_units``; can be slightly
+    negative for unrelated layers. In memory only (needs per-row norms, which a Reduction does not
+    keep); needs at least 4 rows. Computed in O(n p^2) without forming n x n kernels.
+    """
+    Xc, Yc = _in_memory(X, Y, "debiased_linear_cka", 4)
+    hxy = _hsic_unbiased_linear(Xc, Yc)
+    hxx = _hsic_unbiased_linear(Xc, Xc)
+    hyy = _hsic_unbiased_linear(Yc, Yc)
+    if not (hxx > 0 and hyy > 0):
+        raise ValueError(
+            "debiased_linear_cka: the unbiased self-similarity of X or Y is not positive (too few samples "
+            "for the number of units); use linear_cka or more rows"
+        )
+    return _score("debiased_linear_cka", hxy / np.sqrt(hxx * hyy), Xc.shape[0])
+
+
+def _rbf_gram(A, threshold):
+    sq = np.einsum("ij,ij->i", A, A)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (A @ A.T), 0.0)
+    med = np.median(d2)
+    if not med > 0:
+        raise ValueError("rbf_cka: the median squared distance between rows is 0 (most rows identical)")
+    sigma2 = threshold**2 * med
+    return np.exp(-d2 / (2.0 * sigma2)), float(np.sqrt(sigma2))
+
+
+def rbf_cka(X, Y=None, *, threshold: float = 0.5) -> Score:
+    """CKA with Gaussian (RBF) kernels, in memory (Kornblith et al. 2019).
+
+    The bandwidth of each layer is ``sigma = threshold * sqrt(median squared distance)`` over all
+    pairs of rows (diagonal included, as in the CKA authors' demo), so the score is invariant to
+    isotropic scaling. Memory O(n^2): subsample rows for large n. Larger = more similar, range [0, 1].
+    """
+    t = float(threshold)
+    if not np.isfinite(t) or t <= 0:
+        raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+    Xc, Yc = _in_memory(X, Y, "rbf_cka", 2)
+    K, sx = _rbf_gram(Xc, t)
+    L, sy = _rbf_gram(Yc, t)
+
+    def centre(G):
+        return G - G.mean(axis=0)[None, :] - G.mean(axis=1)[:, None] + G.mean()
+
+    Kc, Lc = centre(K), centre(L)
+    value = np.sum(Kc * Lc) / (np.linalg.norm(Kc) * np.linalg.norm(Lc))
+    return _score("rbf_cka", min(max(value, 0.0), 1.0), Xc.shape[0], sigma_x=sx, sigma_y=sy)
+
+
+# ---------------------------------------------------------------------------- CCA
+def _whitener(S):
+    """Orthonormal basis of the numerical range of S and the matching inverse square roots."""
+    w, U = np.linalg.eigh(S)
+    keep = w > RANK_TOL * w.max()
+    return U[:, keep], w[keep]
+
+
+def _cca_from_cov(Sxx, Syy, Sxy, n, name):
+    Ux, wx = _whitener(Sxx)
+    Uy, wy = _whitener(Syy)
+    Wx = Ux / np.sqrt(wx)
+    Wy = Uy / np.sqrt(wy)
+    T = Wx.T @ Sxy @ Wy
+    A, rho, Bt = np.linalg.svd(T, full_matrices=False)
+    rho = np.clip(rho, 0.0, 1.0)
+    rank_x, rank_y = wx.size, wy.size
+    if n <= rank_x + rank_y:
+        warn(
+            f"{name}: {n} samples for layers of numerical rank {rank_x} and {rank_y}; canonical correlations "
+            "are trivially close to 1 when n_samples <= rank_x + rank_y"
+        )
+    # canonical directions in the original unit coordinates (columns), for PWCCA
+    return rho, Wx @ A, rank_x, rank_y
+
+
+def cca(X, Y=None, *, center: bool = True) -> np.ndarray:
+    """Canonical correlations of X and Y, descending, ``min(rank_x, rank_y)`` of them, in [0, 1].
+
+    From moments (arrays or a Reduction). Numerical ranks as in the module docstring.
+    ``center=False`` uses uncentred second moments (see :func:`mean_squared_cca`).
+    """
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "cca", center)
+    return _cca_from_cov(Sxx, Syy, Sxy, n, "cca")[0]
+
+
+def mean_squared_cca(X, Y=None, *, center: bool = True) -> Score:
+    """Mean squared canonical correlation ``R^2_CCA`` (Kornblith et al. 2019, Table 1).
+
+    Invariant to any invertible linear map of either layer (and so to per-unit scaling). Larger =
+    more similar, range [0, 1]. The mean runs over ``min(rank_x, rank_y)`` correlations.
+
+    ``center=True`` (default) centres each unit first, so the score is translation invariant.
+    ``center=False`` works on the raw (uncentred) columns, which is what the CKA authors' demo
+    does for CCA: the golden value 0.54312 of spec/field.md is the uncentred one (centred: 0.54540).
+    """
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "mean_squared_cca", center)
+    rho, _, rx, ry = _cca_from_cov(Sxx, Syy, Sxy, n, "mean_squared_cca")
+    return _score("mean_squared_cca", np.mean(rho**2), n, rank_x=rx, rank_y=ry, center=bool(center))
+
+
+def _top_variance(S, keep):
+    w, U = np.linalg.eigh(S)
+    w, U = w[::-1], U[:, ::-1]
+    w = np.maximum(w, 0.0)
+    frac = np.cumsum(w) / w.sum()
+    k = int(np.searchsorted(frac, keep - 1e-12) + 1)
+    k = min(k, int(np.sum(w > RANK_TOL * w[0])))
+    return U[:, :k]
+
+
+def svcca(X, Y=None, *, keep: float = 0.99) -> Score:
+    """SVCCA (Raghu et al. 2017): keep the top principal directions of each layer explaining
+    ``keep`` of its variance, then the mean canonical correlation between the reduced layers.
+
+    From moments. Larger = more similar, range [0, 1]. Invariant to orthogonal maps and isotropic
+    scaling (not to per-unit scaling, which changes the principal directions).
+    """
+    k = float(keep)
+    if not (0.0 < k <= 1.0):
+        raise ValueError(f"keep must lie in (0, 1], got {keep!r}")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "svcca")
+    Vx, Vy = _top_variance(Sxx, k), _top_variance(Syy, k)
+    rho, _, rx, ry = _cca_from_cov(Vx.T @ Sxx @ Vx, Vy.T @ Syy @ Vy, Vx.T @ Sxy @ Vy, n, "svcca")
+    return _score("svcca", np.mean(rho), n, kept_x=int(Vx.shape[1]), kept_y=int(Vy.shape[1]))
+
+
+def pwcca(X, Y=None) -> Score:
+    """Projection-weighted CCA (Morcos et al. 2018): canonical correlations averaged with weights
+    ``alpha_i = sum_j |<h_i, x_j>|``, ``h_i`` the i-th unit-norm canonical variate of X and ``x_j``
+    the centred activation vector of unit j of X (the weights come from X: not symmetric).
+
+    From moments. Larger = more similar, range [0, 1].
+    """
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "pwcca")
+    rho, A, rx, ry = _cca_from_cov(Sxx, Syy, Sxy, n, "pwcca")
+    A = A[:, : rho.size]
+    # <h_i, x_j> / n = (Sxx a_i)_j ; ||h_i||^2 / n = a_i^T Sxx a_i (= 1 by whitening)
+    proj = (Sxx @ A) / np.sqrt(np.einsum("ji,jk,ki->i", A, Sxx, A))[None, :]
+    alpha = np.abs(proj).sum(axis=0)
+    if not alpha.sum() > 0:  # pragma: no cover - excluded by the variance check
+        raise ValueError("pwcca: all projection weights are zero")
+    alpha = alpha / alpha.sum()
+    return _score("pwcca", float(alpha @ rho), n, rank_x=rx, rank_y=ry)
+
+
+# ---------------------------------------------------------------------------- Procrustes
+def procrustes_distance(X, Y=None) -> Score:
+    """Orthogonal Procrustes distance between centred, Frobenius-normalised layers.
+
+    ``d = sqrt(2 - 2 ||X~^T Y~||_*)`` with ``X~ = X_c / ||X_c||_F`` (Ding et al. 2021); the
+    minimum over orthogonal ``Q`` of ``||X~ Q - Y~||_F`` (zero-padding the narrower layer). A
+    distance: smaller = more similar, range [0, sqrt(2)], 0 iff Y is a rotated, scaled, shifted X.
+    From moments.
+    """
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "procrustes")
+    nuc = np.linalg.svd(Sxy, compute_uv=False).sum() / np.sqrt(np.trace(Sxx) * np.trace(Syy))
+    return _score("procrustes", np.sqrt(max(0.0, 2.0 - 2.0 * min(nuc, 1.0))), n)

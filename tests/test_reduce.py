@@ -1,0 +1,146 @@
+"""Streaming reductions: streaming == in memory, merge == single pass, persistence, bad input."""
+
+import os
+
+import numpy as np
+import pytest
+
+import repmatch
+import repmatch.testing
+from repmatch import Reduction
+from repmatch.io import load_reductions, save_reductions
+
+STAT_RTOL = 1e-10  # the issue's bound for streamed vs in-memory statistics
+
+
+def _two_pass(X, Y):
+    M = np.hstack([X, Y]).astype(np.float64)
+    mu = M.mean(axis=0)
+    C = (M - mu).T @ (M - mu)
+    return mu, C, M.T @ M
+
+
+@pytest.mark.parametrize("batch", [1, 7, 100, 1000])
+def test_streaming_equals_in_memory(rng, batch):
+    X = rng.standard_normal((1000, 6)) * 3 + 1
+    Y = np.maximum(rng.standard_normal((1000, 4)), 0)
+    r = Reduction(6, 4)
+    for s in range(0, 1000, batch):
+        r.update(X[s : s + batch], Y[s : s + batch])
+    mu, C, G = _two_pass(X, Y)
+    assert r.n_samples == 1000
+    np.testing.assert_allclose(r.mean, mu, rtol=STAT_RTOL, atol=1e-13)
+    np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL, atol=1e-9)
+    np.testing.assert_allclose(r.gram(), G, rtol=STAT_RTOL, atol=1e-9)
+    np.testing.assert_allclose(r.covariance(ddof=1), np.cov(np.hstack([X, Y]).T), rtol=STAT_RTOL, atol=1e-12)
+
+
+def test_large_offset_keeps_precision(rng):
+    # Means 1e4 times the standard deviation: naive E[x^2] - E[x]^2 would lose ~8 digits.
+    X = 1e4 + rng.standard_normal((5000, 3))
+    Y = -1e4 + rng.standard_normal((5000, 2))
+    r = Reduction(3, 2)
+    for s in range(0, 5000, 333):
+        r.update(X[s : s + 333], Y[s : s + 333])
+    mu, C, _ = _two_pass(X, Y)
+    np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL, atol=1e-7)
+
+
+def test_merge_equals_single_pass(rng):
+    X = rng.standard_normal((900, 5))
+    Y = rng.standard_normal((900, 3)) + X[:, :3]
+    parts = [Reduction.from_arrays(X[s : s + 150], Y[s : s + 150]) for s in range(0, 900, 150)]
+    merged = Reduction.merge_all(parts)
+    single = Reduction.from_arrays(X, Y)
+    assert merged.n_samples == single.n_samples == 900
+    np.testing.assert_allclose(merged.mean, single.mean, rtol=STAT_RTOL, atol=1e-14)
+    np.testing.assert_allclose(merged.comoment, single.comoment, rtol=STAT_RTOL, atol=1e-10)
+    pairwise = parts[0] + parts[1]
+    np.testing.assert_allclose(pairwise.comoment, Reduction.from_arrays(X[:300], Y[:300]).comoment, rtol=STAT_RTOL)
+    # merge does not modify its operands
+    assert parts[0].n_samples == 150
+    # merging an empty reduction changes nothing
+    same = single.merge(Reduction(5, 3))
+    np.testing.assert_array_equal(same.comoment, single.comoment)
+
+
+def test_qr_reduction_streams_and_merges(rng):
+    X = rng.standard_normal((400, 5))
+    Y = rng.standard_normal((400, 4))
+    a = Reduction.from_arrays(X[:250], Y[:250], method="qr", batch_size=60)
+    b = Reduction.from_arrays(X[250:], Y[250:], method="qr", batch_size=60)
+    m = a.merge(b)
+    M = np.hstack([X, Y])
+    R = m.r_factor
+    np.testing.assert_allclose(R.T @ R, M.T @ M, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(m.comoment, Reduction.from_arrays(X, Y).comoment, rtol=STAT_RTOL)
+
+
+def test_match_from_reduction_equals_arrays(rng):
+    X, Y, _ = repmatch.testing.planted_subspace(n_samples=1500, rng=3)
+    r = Reduction(X.shape[1], Y.shape[1])
+    for s in range(0, 1500, 128):
+        r.update(X[s : s + 128], Y[s : s + 128])
+    for eps in (0.0, 0.25, 0.5):
+        a = repmatch.maximum_match(r, eps=eps)
+        b = repmatch.maximum_match(X, Y, eps=eps)
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.y, b.y)
+    assert repmatch.max_epsilon(r) == pytest.approx(repmatch.max_epsilon(X, Y), abs=1e-9)
+
+
+def test_float32_input_is_accumulated_in_float64(rng):
+    X = rng.standard_normal((300, 3)).astype(np.float32)
+    Y = rng.standard_normal((300, 2)).astype(np.float32)
+    r = Reduction.from_arrays(X, Y)
+    mu, C, _ = _two_pass(X.astype(np.float64), Y.astype(np.float64))
+    assert r.comoment.dtype == np.float64
+    np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL)
+
+
+def test_save_load_roundtrip(tmp_path, rng):
+    X = rng.standard_normal((100, 3))
+    Y = rng.standard_normal((100, 2))
+    for method in ("gram", "qr"):
+        r = Reduction.from_arrays(X, Y, method=method)
+        path = tmp_path / f"r_{method}.npz"
+        r.save(path)
+        back = Reduction.load(path)
+        assert (back.n_x, back.n_y, back.n_samples, back.method) == (3, 2, 100, method)
+        np.testing.assert_array_equal(back.comoment, r.comoment)
+    save_reductions(tmp_path / "many.npz", {"conv1": r, "fc": r}, metadata={"k": 1})
+    reds, meta = load_reductions(tmp_path / "many.npz")
+    assert list(reds) == ["conv1", "fc"] and meta == {"k": 1}
+    np.testing.assert_array_equal(reds["fc"].r_factor, r.r_factor)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        (np.ones((5, 2)), np.ones((5, 2)), "x must have n_x=3"),
+        (np.ones((5, 3)), np.ones((5, 1)), "y must have n_y=2"),
+        (np.ones((5, 3)), np.ones((4, 2)), "same number of rows"),
+        (np.ones(3), np.ones((1, 2)), "x must be 2-D"),
+        (np.array([[1.0, np.nan, 0]]), np.ones((1, 2)), "x contains 1 non-finite value"),
+        (np.ones((1, 3)), np.array([[np.inf, 0]]), "y contains 1 non-finite value.*Inf"),
+    ],
+)
+def test_update_rejects_bad_batches(x, y, match):
+    r = Reduction(3, 2)
+    with pytest.raises(ValueError, match=match):
+        r.update(x, y)
+    assert r.n_samples == 0
+
+
+def test_constructor_and_merge_errors():
+    with pytest.raises(ValueError, match="n_x"):
+        Reduction(0, 3)
+    with pytest.raises(ValueError, match="method"):
+        Reduction(2, 2, method="svd")
+    with pytest.raises(ValueError, match="different layers"):
+        Reduction(2, 2).merge(Reduction(2, 3))
+    with pytest.raises(ValueError, match="'gram' reduction with a 'qr'"):
+        Reduction(2, 2).merge(Reduction(2, 2, method="qr"))
+    with pytest.raises(ValueError, match="no samples"):
+        repmatch.maximum_match(Reduction(2, 2), eps=0.2)

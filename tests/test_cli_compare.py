@@ -87,3 +87,17 @@ def test_console_script_entry_point():
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "layer hidden2" in res.stdout
+
+
+def test_permutation_null_beside_the_similarity(tmp_path, capsys):
+    out = tmp_path / "n.json"
+    assert main(["compare", "--example", "--layers", "hidden2", "--eps", "0.25", "--permutations", "9",
+                 "--measures", "subspace", "bipartite", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "null mean" in text and text.count("warning:") == 1
+    data = json.loads(out.read_text())["layers"]["hidden2"]
+    null = data["subspace"]["permutation_null"]
+    assert null["n_permutations"] == 9 and null["p_value"] == [0.1]  # 1 / (1 + 9): never reached by chance
+    assert null["null_mean"][0] < data["subspace"]["similarity_curve"]["similarity"][0]
+    assert data["bipartite"]["permutation_test"]["n_permutations"] == 9
+    assert main(["compare", "--example", "--permutations", "-1"]) == 2

@@ -19,7 +19,7 @@ from ._validate import RepmatchWarning
 from .alignment import BipartiteMatch, SemiMatch, bipartite_match, semi_match
 from .clusters import ClusterResult, ClusterSweep, cluster_sweep, hierarchical_groups, spectral_clusters
 from .mi import MIHistogram, mi_bin_edges, mutual_information
-from .nulls import BootstrapResult, PermutationResult, bootstrap_ci, permutation_test
+from .nulls import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
 from .reduce import GRAM_TOL, QR_TOL, Reduction
 from .reference import (
     REFERENCE_MEASURES,
@@ -100,5 +100,7 @@ __all__ = [
     "PermutationResult",
     "BootstrapResult",
     "permutation_test",
+    "similarity_curve_null",
+    "CurveNull",
     "bootstrap_ci",
 ]

@@ -30,6 +30,7 @@ Conv modes (for outputs of shape (batch, channels, *spatial); 2-D outputs are us
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -123,7 +124,8 @@ def resolve_layers(model: nn.Module, layers=None) -> dict:
                 raise ValueError(f"layers: a type must be an nn.Module subclass, got {item!r}")
             hits = [n for n, m in named.items() if isinstance(m, item)]
             if not hits:
-                raise ValueError(f"layers: the model has no module of type {item.__name__}; " + _available_message(model))
+                raise ValueError(f"layers: the model has no module of type {item.__name__}; "
+                                 + _available_message(model))
             chosen.update(hits)
             continue
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
@@ -204,6 +206,99 @@ def apply_conv_mode(t: torch.Tensor, mode: str, draw=None) -> torch.Tensor:
     raise ValueError(f"unknown conv mode {mode!r}")
 
 
+def _rows(t: torch.Tensor) -> np.ndarray:
+    """A recorded output as a 2-D (samples, neurons) array: (C, B, L) -> (B * L, C), image-major."""
+    if t.dim() == 3:
+        t = t.permute(1, 2, 0).reshape(-1, t.shape[0])
+    return t.cpu().numpy()
+
+
+def _n_samples(t: torch.Tensor) -> int:
+    return t.shape[1] * t.shape[2] if t.dim() == 3 else t.shape[0]
+
+
+def _n_neurons(t: torch.Tensor) -> int:
+    return t.shape[0] if t.dim() == 3 else t.shape[1]
+
+
+def _neuron_major(a: np.ndarray) -> np.ndarray:
+    """(C, B, L) or (rows, C) -> a (C, samples) view."""
+    return a.reshape(a.shape[0], -1) if a.ndim == 3 else a.T
+
+
+def _add_moments(red: Reduction, ta: torch.Tensor, tb: torch.Tensor, names) -> None:
+    """Add one batch to a Gram reduction without materialising (B * L, C) copies of the activations.
+
+    Equivalent to ``red.update(_rows(ta), _rows(tb))`` (same float64 centred co-moments, merged
+    with the same Chan et al. update), but reads the (batch, C, positions) layout directly: one
+    fused transpose + float64 conversion + centring pass, then one symmetric rank-k product.
+    Non-finite values are detected from the sums (NaN/Inf propagate), not by a separate scan.
+    """
+    parts = [_neuron_major(ta.cpu().numpy()), _neuron_major(tb.cpu().numpy())]
+    rows = parts[0].shape[1]
+    means = [p.sum(axis=1, dtype=np.float64) / rows for p in parts]
+    for m, name in zip(means, names):
+        if not np.isfinite(m).all():
+            raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
+    zt = np.empty((red.n_x + red.n_y, rows))
+    np.subtract(parts[0], means[0][:, None], out=zt[: red.n_x])
+    np.subtract(parts[1], means[1][:, None], out=zt[red.n_x :])
+    com = zt @ zt.T  # NumPy hands A @ A.T to BLAS syrk
+    if not np.isfinite(com).all():
+        raise ValueError(f"{names[0]} or {names[1]} overflows float64 in the co-moments")
+    red._combine(rows, np.concatenate(means), com)  # the same merge Reduction.update uses
+    red._cache.clear()
+
+
+class _Centred:
+    """One layer's batch as a centred float64 neuron-major block ``z`` (C, samples) plus its mean.
+
+    Built in the forward hook straight from the module's output (one fused pass: float64
+    conversion, transpose to neuron-major with contiguous runs, centring), so no float32 copy of
+    the activations is kept and the pair's co-moment is assembled from BLAS products of the
+    blocks: ``[[zA zA^T, zA zB^T], [zB zA^T, zB zB^T]]`` (the within-network blocks are shared by
+    every pair a layer takes part in).
+    """
+
+    __slots__ = ("z", "mean", "rows")
+
+    def __init__(self, z, mean, rows):
+        self.z, self.mean, self.rows = z, mean, rows
+
+    @classmethod
+    def of(cls, t: torch.Tensor, name: str) -> "_Centred":
+        a = t.cpu().numpy()
+        if a.ndim == 3:  # (B, C, L) -> (C, B * L)
+            b, c, length = a.shape
+            rows = b * length
+            mean = a.sum(axis=(0, 2), dtype=np.float64) / rows
+            z = np.empty((c, b, length))
+            np.subtract(a.transpose(1, 0, 2), mean[:, None, None], out=z)
+            z = z.reshape(c, rows)
+        else:
+            rows = a.shape[0]
+            mean = a.sum(axis=0, dtype=np.float64) / rows
+            z = np.empty((a.shape[1], rows))
+            np.subtract(a.T, mean[:, None], out=z)
+        if not np.isfinite(mean).all():
+            raise ValueError(f"layer {name!r} produced non-finite values (NaN or Inf); activations must be finite")
+        return cls(z, mean, rows)
+
+
+def _add_centred(red: Reduction, pa: _Centred, pb: _Centred, cache: dict, ka, kb) -> None:
+    """Add one batch of a (layer of A, layer of B) pair from centred blocks (cache: within-network products)."""
+    if ka not in cache:
+        cache[ka] = pa.z @ pa.z.T  # syrk
+    if kb not in cache:
+        cache[kb] = pb.z @ pb.z.T
+    ab = pa.z @ pb.z.T
+    com = np.block([[cache[ka], ab], [ab.T, cache[kb]]])
+    if not np.isfinite(com).all():
+        raise ValueError(f"activations of {ka[1]!r} / {kb[1]!r} overflow float64 in the co-moments")
+    red._combine(pa.rows, np.concatenate([pa.mean, pb.mean]), com)  # the merge Reduction.update uses
+    red._cache.clear()
+
+
 # ---------------------------------------------------------------------------------------------- hooks
 class LayerRecorder(contextlib.AbstractContextManager):
     """Forward hooks on the chosen modules that keep each one's last output as a 2-D tensor.
@@ -212,10 +307,11 @@ class LayerRecorder(contextlib.AbstractContextManager):
     the forward pass raises. ``outputs[name]`` holds the current batch (copied, detached).
     """
 
-    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions"):
+    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions", centre: bool = False):
         self.model = unwrap(model)
         self.modules = resolve_layers(self.model, layers)
         self.mode, self.k = parse_conv_mode(conv_mode)
+        self.centre = bool(centre)  # record _Centred float64 blocks for Gram reductions instead of tensors
         self.outputs: dict = {}
         self.draw = None
         self._handles: list = []
@@ -227,10 +323,23 @@ class LayerRecorder(contextlib.AbstractContextManager):
             if not isinstance(output, torch.Tensor):
                 raise ValueError(f"layer {name!r} ({type(module).__name__}) did not return a tensor")
             out = output.detach()
-            t = apply_conv_mode(out, self.mode, self.draw)
-            if t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr():
-                t = t.clone()  # a view of an in-place output: copy before later ops overwrite it
-            self.outputs[name] = t.contiguous()
+            if out.dtype not in (torch.float32, torch.float64):
+                out = out.float()  # half/bfloat16/int: NumPy-friendly, nothing lost
+            if self.centre:  # reads the output now and writes a new float64 buffer: in-place safe
+                t = out.reshape(out.shape[0], out.shape[1], -1) if self.mode == "positions" and out.dim() >= 3 \
+                    else apply_conv_mode(out, self.mode, self.draw)
+                self.outputs[name] = _Centred.of(t, name)
+                return
+            if self.mode == "positions" and out.dim() >= 3:
+                # neuron-major (C, batch, positions): one copy with contiguous runs, which the
+                # reductions read as a (C, samples) matrix without any further transpose
+                t = out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 1)
+            else:
+                t = apply_conv_mode(out, self.mode, self.draw)
+            t = t.contiguous()
+            if t.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
+                t = t.clone()  # still the module's own output: copy before later in-place ops overwrite it
+            self.outputs[name] = t
         return hook
 
     def __enter__(self):
@@ -333,7 +442,7 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
             for name in rec.modules:
                 if name not in rec.outputs:
                     raise ValueError(f"layer {name!r} was not called in the forward pass")
-                chunks.setdefault(name, []).append(rec.outputs[name].cpu().numpy())
+                chunks.setdefault(name, []).append(_rows(rec.outputs[name]))
             rec.outputs = {}
     if not chunks:
         raise ValueError("loader yielded no batches")
@@ -356,6 +465,18 @@ def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     activations. ``layers_b`` defaults to ``layers``. Hooks are removed when the generator is
     exhausted, closed or garbage-collected, or when anything raises.
     """
+    raw = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
+                      sample_seed=sample_seed, max_batches=max_batches, progress=progress)
+    try:
+        for i, ta, tb in raw:
+            yield i, {n: _rows(t) for n, t in ta.items()}, {n: _rows(t) for n, t in tb.items()}
+    finally:
+        raw.close()
+
+
+def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mode="positions", device=None,
+                sample_seed=0, max_batches=None, progress=False, centre=False):
+    """Like :func:`stream_pair` but yields the recorded tensors (positions kept as (B, C, L))."""
     model_a, model_b = unwrap(model_a), unwrap(model_b)
     if device is not None:
         model_a.to(device)
@@ -363,8 +484,8 @@ def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     dev = _model_device(model_a)
     if _model_device(model_b) != dev:
         raise ValueError(f"model_a is on {dev} but model_b is on {_model_device(model_b)}; pass device=")
-    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode)
-    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode)
+    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode, centre=centre)
+    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode, centre=centre)
     with rec_a, rec_b, _eval_mode(model_a, model_b), torch.no_grad():
         for i, batch in enumerate(_progress(loader, progress, "extract")):
             if max_batches is not None and i >= max_batches:
@@ -379,7 +500,7 @@ def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                 missing = [n for n in rec.modules if n not in rec.outputs]
                 if missing:
                     raise ValueError(f"{tag}: layers {missing} were not called in the forward pass")
-                acts.append({n: rec.outputs[n].cpu().numpy() for n in rec.modules})
+                acts.append({n: rec.outputs[n] for n in rec.modules})
                 rec.outputs = {}
             yield i, acts[0], acts[1]
 
@@ -444,7 +565,7 @@ class _ChunkWriter:
 def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
                 pairs="same", conv_mode: str = "positions", device=None, method: str = "gram",
                 sample_seed: int = 0, save=None, save_npz=None, max_batches: int | None = None,
-                progress: bool = False, metadata: dict | None = None) -> dict:
+                progress: bool = False, metadata: dict | None = None, overlap: bool = True) -> dict:
     """Stream two networks over the same batches straight into :class:`~repmatch.Reduction` objects.
 
     Parameters
@@ -470,6 +591,9 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         Also write one ``.npz`` per network (one array per layer), readable by
         :func:`repmatch.io.load_activations` and ``repmatch compare a.npz b.npz``. Built from the
         chunks one layer at a time (in a temporary directory beside ``path_a`` when ``save`` is None).
+    overlap : bool
+        Reduce batch ``i`` on a worker thread while batch ``i + 1`` runs through the networks
+        (default). The updates keep their order, so results are identical with ``overlap=False``.
 
     Returns
     -------
@@ -492,25 +616,53 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
         if (save is not None or tmpdir is not None) else None
     reductions: dict = {}
-    stream = stream_pair(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
-                         sample_seed=sample_seed, max_batches=max_batches, progress=progress)
+    centre = method == "gram" and writer is None  # fastest path; the others need the raw rows
+    stream = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
+                         sample_seed=sample_seed, max_batches=max_batches, progress=progress, centre=centre)
+
+    def add_batch(acts_a, acts_b):
+        cache: dict = {}
+        for la, lb, key in plan:
+            ta, tb = acts_a[la], acts_b[lb]
+            if centre:
+                _add_centred(reductions[key], ta, tb, cache, ("a", la), ("b", lb))
+            elif method == "gram":
+                _add_moments(reductions[key], ta, tb, (f"layer {la!r} of model_a", f"layer {lb!r} of model_b"))
+            else:  # the QR factor needs the rows themselves
+                reductions[key].update(_rows(ta), _rows(tb))
+
+    # Batch i is reduced on one worker thread while batch i + 1 runs through the networks (NumPy and
+    # BLAS release the GIL). One batch in flight at a time and a single worker keep the order of the
+    # updates, so the numbers are exactly those of the sequential loop.
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="repmatch-reduce") if overlap else None
+    pending = None
     try:
         # stream.close() in finally: on an error the hooks go now, not when the traceback dies
         for i, acts_a, acts_b in stream:
             if writer is not None:
-                writer.add("a", i, acts_a)
-                writer.add("b", i, acts_b)
-            for la, lb, key in plan:
-                xa, yb = acts_a[la], acts_b[lb]
-                if xa.shape[0] != yb.shape[0]:
+                writer.add("a", i, {n: _rows(t) for n, t in acts_a.items()})
+                writer.add("b", i, {n: _rows(t) for n, t in acts_b.items()})
+            for la, lb, key in plan:  # validate and create here, so errors surface at once
+                ta, tb = acts_a[la], acts_b[lb]
+                na, nb = (ta.rows, tb.rows) if centre else (_n_samples(ta), _n_samples(tb))
+                if na != nb:
                     raise ValueError(
-                        f"layer {la!r} of model_a gives {xa.shape[0]} samples per batch but layer {lb!r} of model_b "
-                        f"gives {yb.shape[0]} with conv_mode={conv_mode!r} (different spatial sizes, or a conv "
+                        f"layer {la!r} of model_a gives {na} samples per batch but layer {lb!r} of model_b "
+                        f"gives {nb} with conv_mode={conv_mode!r} (different spatial sizes, or a conv "
                         "layer against a fully connected one, which 'sample:K' does not sample); use "
                         "conv_mode='avgpool' or 'flatten' to compare them")
                 if key not in reductions:
-                    reductions[key] = Reduction(xa.shape[1], yb.shape[1], method=method)
-                reductions[key].update(xa, yb)
+                    shape = (len(ta.mean), len(tb.mean)) if centre else (_n_neurons(ta), _n_neurons(tb))
+                    reductions[key] = Reduction(*shape, method=method)
+            if executor is None:
+                add_batch(acts_a, acts_b)
+            else:
+                if pending is not None:
+                    pending.result()  # re-raises a worker error here
+                pending = executor.submit(add_batch, acts_a, acts_b)
+        if pending is not None:
+            pending.result()
+            pending = None
         if not reductions:
             raise ValueError("loader yielded no batches")
         if writer is not None:
@@ -520,6 +672,8 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                 saved_to_npz(writer.dir, "b", save_npz[1])
     finally:
         stream.close()
+        if executor is not None:
+            executor.shutdown(wait=True)  # never leave a worker writing into the reductions
         if tmpdir is not None:
             tmpdir.cleanup()
     return reductions

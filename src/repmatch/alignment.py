@@ -192,6 +192,19 @@ class BipartiteMatch:
         """
         return np.concatenate([self.y, self.unmatched_y]).astype(int)
 
+    def sorted_curve(self) -> dict:
+        """The authors' plot (spec section 2): matched X units sorted by their semi-matching value
+        (descending), with the semi-matching and the bipartite value of each. Units with no
+        bipartite partner (when n_x > n_y) get ``None`` there."""
+        order = np.argsort(-self.semi.values, kind="stable")
+        bip = dict(zip(self.x.tolist(), self.values.tolist()))
+        xs = self.semi.x[order]
+        return {
+            "x": xs.tolist(),
+            "semi": self.semi.values[order].tolist(),
+            "bipartite": [bip.get(int(i)) for i in xs],
+        }
+
     def to_dict(self) -> dict:
         return {
             "kind": "bipartite_match",
@@ -207,6 +220,7 @@ class BipartiteMatch:
             "pairs": _pairs_dict(self.x, self.y, self.values),
             "unmatched_x": self.unmatched_x.tolist(),
             "unmatched_y": self.unmatched_y.tolist(),
+            "sorted_curve": self.sorted_curve(),
             "n_samples": self.n_samples,
         }
 

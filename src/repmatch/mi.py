@@ -27,13 +27,14 @@ above ``zero_threshold``) has ``I_MM = 0`` exactly with every other unit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from ._validate import as_activations, check_pair, check_positive_int
 
 __all__ = ["ZERO_THRESHOLD", "mi_bin_edges", "MIHistogram", "mutual_information"]
+
+_CHUNK = 1 << 16  # rows per one-hot product: small enough for memory, far below float32's 2**24
 
 #: Values below this count as the ReLU zero (the authors' threshold, spec section 2).
 ZERO_THRESHOLD = 1e-6
@@ -101,8 +102,9 @@ def _codes(A: np.ndarray, edges: list, t, n_bins: int) -> np.ndarray:
 
 
 def _onehot(codes: np.ndarray, n_bins: int) -> np.ndarray:
+    # float32 is exact for counts up to 2**24; update() feeds at most _CHUNK rows per product
     b, n = codes.shape
-    out = np.zeros((b, n * n_bins), dtype=np.float64)
+    out = np.zeros((b, n * n_bins), dtype=np.float32)
     cols = codes + (np.arange(n) * n_bins)[None, :]
     out[np.arange(b)[:, None], cols] = 1.0
     return out
@@ -163,9 +165,10 @@ class MIHistogram:
             raise ValueError(f"x must have n_x={self.n_x} columns, got shape {xa.shape}")
         if ya.shape[1] != self.n_y:
             raise ValueError(f"y must have n_y={self.n_y} columns, got shape {ya.shape}")
-        ox = _onehot(_codes(xa, self.edges_x, self.zero_threshold, self.n_bins), self.n_bins)
-        oy = _onehot(_codes(ya, self.edges_y, self.zero_threshold, self.n_bins), self.n_bins)
-        self.counts += ox.T @ oy
+        for s in range(0, xa.shape[0], _CHUNK):
+            ox = _onehot(_codes(xa[s : s + _CHUNK], self.edges_x, self.zero_threshold, self.n_bins), self.n_bins)
+            oy = _onehot(_codes(ya[s : s + _CHUNK], self.edges_y, self.zero_threshold, self.n_bins), self.n_bins)
+            self.counts += (ox.T @ oy).astype(np.float64)
         self.n_samples += xa.shape[0]
         return self
 
@@ -209,6 +212,9 @@ class MIHistogram:
             m_x = (px > 0).sum(axis=2)
             m_y = (py > 0).sum(axis=2)
             mi = mi + (m_x + m_y - m_xy - 1) / (2.0 * N)
+        # a unit confined to one bin carries no information; make that exact, not 1e-16
+        mi[self.single_bin_x(), :] = 0.0
+        mi[:, self.single_bin_y()] = 0.0
         return mi
 
     def single_bin_x(self) -> np.ndarray:

@@ -18,14 +18,22 @@ name of a registered scalar in :data:`SCALARS`, whose direction then sets the de
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._validate import RepmatchWarning, as_rng, check_pair, check_positive_int
 from .reduce import Reduction
 
-__all__ = ["SCALARS", "PermutationResult", "BootstrapResult", "permutation_test", "bootstrap_ci"]
+__all__ = [
+    "SCALARS",
+    "PermutationResult",
+    "BootstrapResult",
+    "CurveNull",
+    "permutation_test",
+    "bootstrap_ci",
+    "similarity_curve_null",
+]
 
 
 def _semi(X, Y):
@@ -44,6 +52,21 @@ def _mi_semi(X, Y):
     from .alignment import semi_match
 
     return semi_match(X, Y, measure="mi").mean
+
+
+def _mi_bipartite(X, Y):
+    from .alignment import bipartite_match
+
+    return bipartite_match(X, Y, measure="mi").mean
+
+
+def _clusters_between(X, Y):
+    from .clusters import spectral_clusters
+    from .stats import correlation
+
+    st = correlation(X, Y)
+    n_live = int((~st.constant_x).sum() + (~st.constant_y).sum())
+    return spectral_clusters(X, Y, n_clusters=max(1, min(8, n_live // 2)), n_random=0).between_score
 
 
 def _ref(name):
@@ -68,6 +91,8 @@ SCALARS = {
     "semi_match": (_semi, True),
     "bipartite_match": (_bipartite, True),
     "mi_semi_match": (_mi_semi, True),
+    "mi_bipartite_match": (_mi_bipartite, True),
+    "clusters_between": (_clusters_between, True),
     "sparse_fvu": (_sparse_fvu, False),
     "linear_cka": (_ref("linear_cka"), True),
     "debiased_linear_cka": (_ref("debiased_linear_cka"), True),
@@ -99,7 +124,7 @@ class PermutationResult:
 
     statistic: str
     observed: float
-    null: np.ndarray
+    null: np.ndarray = field(repr=False)
     p_value: float
     alternative: str
     n_permutations: int
@@ -134,7 +159,7 @@ class BootstrapResult:
     low: float
     high: float
     level: float
-    samples: np.ndarray
+    samples: np.ndarray = field(repr=False)
     n_boot: int
 
     @property
@@ -225,7 +250,11 @@ def permutation_test(stat, X, Y=None, *, n_permutations: int = 999, alternative:
         warnings.simplefilter("ignore", RepmatchWarning)
         for k in range(n_perm):
             null[k] = _value(fn, Xa, Ya[g.permutation(Ya.shape[0])])
-    # ties within rounding count as "as extreme" (conservative)
+    return PermutationResult(name, observed, null, _p_value(observed, null, alternative), alternative, n_perm)
+
+
+def _p_value(observed: float, null: np.ndarray, alternative: str) -> float:
+    """``(1 + #{null at least as extreme}) / (1 + len(null))``; ties within rounding count (conservative)."""
     slack = 1e-12 * max(1.0, abs(observed))
     if alternative == "greater":
         extreme = np.sum(null >= observed - slack)
@@ -234,8 +263,60 @@ def permutation_test(stat, X, Y=None, *, n_permutations: int = 999, alternative:
     else:
         m = null.mean()
         extreme = np.sum(np.abs(null - m) >= abs(observed - m) - slack)
-    p = (1.0 + extreme) / (1.0 + n_perm)
-    return PermutationResult(name, observed, null, float(p), alternative, n_perm)
+    return float((1.0 + extreme) / (1.0 + len(null)))
+
+
+@dataclass(frozen=True)
+class CurveNull:
+    """Permutation null of the maximum match similarity at every ε of a grid."""
+
+    eps: np.ndarray
+    observed: np.ndarray
+    null: np.ndarray = field(repr=False)  # (n_permutations, len(eps))
+    p_value: np.ndarray
+    n_permutations: int
+
+    @property
+    def null_mean(self) -> np.ndarray:
+        return self.null.mean(axis=0)
+
+    @property
+    def null_std(self) -> np.ndarray:
+        return self.null.std(axis=0)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "permutation_test",
+            "statistic": "maximum_match_similarity",
+            "eps": self.eps.tolist(),
+            "observed": self.observed.tolist(),
+            "null_mean": self.null_mean.tolist(),
+            "null_std": self.null_std.tolist(),
+            "p_value": self.p_value.tolist(),
+            "alternative": "greater",
+            "n_permutations": self.n_permutations,
+        }
+
+
+def similarity_curve_null(X, Y=None, *, eps, n_permutations: int = 99, method: str = "gram", rng=None) -> CurveNull:
+    """Permutation null of the maximum match similarity curve (shuffled rows of Y).
+
+    One reduction per permutation serves every ε of the grid (:func:`repmatch.similarity_curve`).
+    The p-value at each ε is one-sided ("greater": more similar than chance).
+    """
+    from .subspace import similarity_curve
+
+    Xa, Ya = _rows(X, Y, "similarity_curve_null")
+    n_perm = check_positive_int(n_permutations, "n_permutations")
+    g = as_rng(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepmatchWarning)
+        obs = similarity_curve(Xa, Ya, eps=eps, method=method)
+        null = np.empty((n_perm, len(obs.eps)))
+        for k in range(n_perm):
+            null[k] = similarity_curve(Xa, Ya[g.permutation(Ya.shape[0])], eps=obs.eps, method=method).similarity
+    p = np.array([_p_value(o, null[:, i], "greater") for i, o in enumerate(obs.similarity)])
+    return CurveNull(obs.eps, obs.similarity, null, p, n_perm)
 
 
 def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rng=None) -> BootstrapResult:

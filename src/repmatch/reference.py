@@ -20,7 +20,8 @@ Degenerate input
 * a layer with no variance at all (every unit constant): ValueError, since every score would be 0/0;
 * rank-deficient layers: CCA-based scores use the numerical rank (eigenvalues of the covariance
   above :data:`RANK_TOL` times the largest); the rank is reported in ``Score.details``. When
-  ``n_samples <= rank_x + rank_y`` canonical correlations are trivially near 1 and a
+  ``n_samples <= rank_x + rank_y`` canonical correlations are inflated (centred data span only
+  ``n - 1`` dimensions, so ``rank_x + rank_y - (n - 1)`` of them equal 1 whatever the data) and a
   :class:`~repmatch.RepmatchWarning` says so.
 
 No score is ever NaN.
@@ -259,9 +260,10 @@ def _cca_from_cov(Sxx, Syy, Sxy, n, name):
     rho = np.clip(rho, 0.0, 1.0)
     rank_x, rank_y = wx.size, wy.size
     if n <= rank_x + rank_y:
+        forced = max(rank_x + rank_y - (n - 1), 0)
         warn(
-            f"{name}: {n} samples for layers of numerical rank {rank_x} and {rank_y}; canonical correlations "
-            "are trivially close to 1 when n_samples <= rank_x + rank_y"
+            f"{name}: {n} samples for layers of numerical rank {rank_x} and {rank_y}: canonical correlations "
+            f"are inflated when n_samples <= rank_x + rank_y ({forced} of them equal 1 whatever the data)"
         )
     # canonical directions in the original unit coordinates (columns), for PWCCA
     return rho, Wx @ A, rank_x, rank_y

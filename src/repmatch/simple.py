@@ -20,6 +20,7 @@ v in the maximum match, plus ``restarts`` random deletion orders per v) — not 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,17 @@ from ._validate import as_rng, check_eps, check_positive_int
 from .subspace import Geometry, Match, _make_match, _resolve, _threshold, prune
 
 __all__ = ["v_minimal_match", "simple_matches", "SimpleMatches"]
+
+
+def _single_threaded_blas():
+    """Small dense solves run faster on one BLAS thread than on several (and far faster when the
+    machine is busy: idle BLAS threads spin). threadpoolctl comes with scikit-learn; without it the
+    BLAS is left alone."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _deletion(geo: Geometry, I: np.ndarray, J: np.ndarray, v: int, order, threshold: float) -> tuple:
@@ -122,7 +134,8 @@ def v_minimal_match(
     if v not in S:
         return None
     gen = None if rng is None else as_rng(rng)
-    I, J = _deletion(geo, I, J, v, _order(S, v, gen), thr)
+    with _single_threaded_blas():
+        I, J = _deletion(geo, I, J, v, _order(S, v, gen), thr)
     return _make_match(geo, I, J, eps)
 
 
@@ -243,7 +256,8 @@ def simple_matches(
         side, idx = ("x", v) if v < geo.n_x else ("y", v - geo.n_x)
         orders = [_order(S, v, None)] + [_order(S, v, gen) for _ in range(restarts)]
         for order in orders:
-            mi, mj = _deletion(geo, I, J, v, order, thr)
+            with _single_threaded_blas():
+                mi, mj = _deletion(geo, I, J, v, order, thr)
             key = (tuple(mi.tolist()), tuple(mj.tolist()))
             entry = found.setdefault(key, [])
             if (side, idx) not in entry:

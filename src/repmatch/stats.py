@@ -180,6 +180,9 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
         std_y=std[nx:].copy(),
         n_samples=int(r.n_samples),
     )
+    for arr in (stats.between, stats.within_x, stats.within_y, stats.constant_x, stats.constant_y,
+                stats.mean_x, stats.mean_y, stats.std_x, stats.std_y):
+        arr.setflags(write=False)  # shared through the reduction's cache: keep it intact
     n_const = int(const.sum())
     if n_const:
         warn(

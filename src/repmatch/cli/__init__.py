@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order they are listed by ``repmatch --help``.
-_MODULES = ("compare",)
+_MODULES = ("compare", "train", "extract")
 
 
 def build_parser() -> argparse.ArgumentParser:

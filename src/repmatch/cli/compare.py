@@ -36,6 +36,11 @@ def add_parser(sub) -> None:
     p.add_argument("--measures", nargs="+", metavar="NAME",
                    help="measures to compute (default: subspace plus a sensible set; see --list-measures)")
     p.add_argument("--list-measures", action="store_true", help="list the available measures and exit")
+    p.add_argument("--permutations", type=int, default=0, metavar="N",
+                   help="permutation null with N row shuffles beside every scalar (needs activation files)")
+    p.add_argument("--alphas", type=float, nargs="+", metavar="A", help="LASSO penalties for --measures sparse")
+    p.add_argument("--n-clusters", type=int, metavar="K", help="number of clusters for --measures clusters")
+    p.add_argument("--mi-bins", type=int, metavar="B", help="bins per axis for --measures mi (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed for randomised parts (restarts, nulls)")
     p.add_argument("--json", metavar="OUT", help="also write every number as JSON to OUT")
     p.set_defaults(func=run)
@@ -99,20 +104,30 @@ def _select_layers(items, wanted):
     return [it for it in items if it[0] in wanted]
 
 
-def _subspace(layer, r, eps, args, lines):
+def _subspace(layer, X, Y, r, eps, args, lines):
     import repmatch
 
     curve = repmatch.similarity_curve(r, eps=eps)
+    null = None
+    if args.permutations and X is not None:
+        null = repmatch.similarity_curve_null(X, Y, eps=eps, n_permutations=args.permutations,
+                                              method=args.method, rng=args.seed)
     out = {"similarity_curve": curve.to_dict(), "samples_per_neuron": r.n_samples / (r.n_x + r.n_y)}
     lines.append(
         f"  subspace match  (n_x={r.n_x}, n_y={r.n_y}, samples={r.n_samples}, "
         f"samples/neuron={r.n_samples / (r.n_x + r.n_y):.1f}, tol={curve.tol:g})"
     )
     lines.append(f"    dead neurons: X {len(curve.dead_x)}, Y {len(curve.dead_y)}    max_epsilon: {curve.max_epsilon:.4f}")
-    lines.append("    eps      similarity   |x|    |y|" + ("    simple matches (count; sizes |x|+|y|)" if args.simple else ""))
+    lines.append("    eps      similarity   |x|    |y|"
+                 + ("    null mean ± sd   p" if null is not None else "")
+                 + ("    simple matches (count; sizes |x|+|y|)" if args.simple else ""))
     simple = []
-    for e, s, sx, sy in zip(curve.eps, curve.similarity, curve.size_x, curve.size_y):
+    if null is not None:
+        out["permutation_null"] = null.to_dict()
+    for k, (e, s, sx, sy) in enumerate(zip(curve.eps, curve.similarity, curve.size_x, curve.size_y)):
         row = f"    {e:<8g} {s:<12.4f} {sx:<6d} {sy:<6d}"
+        if null is not None:
+            row += f"    {null.null_mean[k]:.4f} ± {null.null_std[k]:.4f}  {null.p_value[k]:.3g}"
         if args.simple:
             sm = repmatch.simple_matches(r, eps=float(e), restarts=args.restarts, rng=args.seed)
             simple.append(sm.to_dict())
@@ -144,7 +159,10 @@ def run(args) -> int:
     items, source = _load_inputs(args)
     items = _select_layers(items, args.layers)
     results = {"source": source, "eps": eps, "measures": measures, "layers": {}}
-    options = {"seed": args.seed, "eps": eps, "method": args.method}
+    if args.permutations < 0:
+        raise ValueError(f"--permutations must be >= 0, got {args.permutations}")
+    options = {"seed": args.seed, "eps": eps, "method": args.method, "permutations": args.permutations,
+               "alphas": args.alphas, "n_clusters": args.n_clusters, "n_bins": args.mi_bins}
     caught = []
     for layer, X, Y, r in items:
         lines = [f"layer {layer}"]
@@ -152,17 +170,16 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             if "subspace" in measures:
-                entry["subspace"] = _subspace(layer, r, eps, args, lines)
+                entry["subspace"] = _subspace(layer, X, Y, r, eps, args, lines)
             for m in measures:
                 if m == "subspace":
                     continue
                 data, mlines = _measures.compute(m, layer, X, Y, r, options)
                 entry[m] = data
                 lines.extend(mlines)
-        for warning in w:
-            msg = f"layer {layer}: {warning.message}"
-            caught.append(msg)
-            lines.append(f"  warning: {warning.message}")
+        for message in dict.fromkeys(str(warning.message) for warning in w):  # each distinct warning once
+            caught.append(f"layer {layer}: {message}")
+            lines.append(f"  warning: {message}")
         results["layers"][layer] = entry
         print("\n".join(lines))
         print()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -54,15 +55,17 @@ def run(args) -> int:
         print("repmatch train: interrupted; every completed epoch is saved - rerun the same command to resume",
               file=sys.stderr)
         return 130
-    print(f"{'seed':>4}  {'epochs':>6}  {'best acc':>8}  {'(epoch)':>7}  {'last acc':>8}  {'images/s':>9}  best checkpoint")
+    print(f"{'seed':>4}  {'epochs':>6}  {'best acc':>8}  {'(epoch)':>7}  {'last acc':>8}  {'images/s':>9}  "
+          "best checkpoint")
     for r in results:
         ips = "resumed" if r.resumed_from == r.epochs_completed else f"{r.images_per_s:9.0f}"
-        print(f"{r.seed:>4}  {r.epochs_completed:>6}  {r.best_test_acc:8.4f}  {r.best_epoch:>7}  {r.last_test_acc:8.4f}  "
-              f"{ips:>9}  {r.best_checkpoint}")
+        print(f"{r.seed:>4}  {r.epochs_completed:>6}  {r.best_test_acc:8.4f}  {r.best_epoch:>7}  "
+              f"{r.last_test_acc:8.4f}  {ips:>9}  {r.best_checkpoint}")
     if args.json:
-        from .compare import _write_json
+        from ..nets.training import _atomic_write
 
-        _write_json(args.json, {"arch": args.arch, "dataset": args.dataset, "out": os.path.abspath(args.out),
-                                "runs": [r.to_dict() for r in results]})
+        summary = {"arch": args.arch, "dataset": args.dataset, "out": os.path.abspath(args.out),
+                   "runs": [r.to_dict() for r in results]}
+        _atomic_write(args.json, json.dumps(summary, indent=1).encode())
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -147,14 +147,18 @@ class SmallCNN(nn.Module):
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(nn.Linear(c2 * size * size, h), nn.ReLU(inplace=True), nn.Linear(h, num_classes))
+        self.classifier = nn.Sequential(nn.Linear(c2 * size * size, h), nn.ReLU(inplace=True),
+                                        nn.Linear(h, num_classes))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """The authors' initialisation, in place: Kaiming-normal conv (fan_in, relu), zero bias, FC N(0, 0.01^2), BN (1, 0)."""
+    """The authors' initialisation, in place (spec section 5).
+
+    Kaiming-normal conv weights (fan_in, ReLU gain), zero biases, Linear N(0, 0.01^2), BatchNorm (1, 0).
+    """
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")

@@ -119,7 +119,8 @@ def read_idx(path) -> np.ndarray:
         data = fh.read()
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) != expected:
-        raise ValueError(f"{path}: idx header says shape {dims} ({expected} bytes) but the file holds {len(data)} bytes")
+        raise ValueError(f"{path}: idx header says shape {dims} ({expected} bytes) "
+                         f"but the file holds {len(data)} bytes")
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -129,7 +130,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     _ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
 
     def find_class(self, module, name):
-        if module.split(".")[0] == "numpy" and name in self._ALLOWED:
+        if (module.split(".")[0] == "numpy" and name in self._ALLOWED) or (module, name) == ("_codecs", "encode"):
+            # _codecs.encode: how protocol-2 pickles written by Python 3 store an array's bytes
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
 
@@ -210,7 +212,8 @@ def find_dataset_dir(name: str, data_dir=None) -> str:
     dirs = _candidate_dirs(name, data_dir)
     for d in dirs:
         if name == "cifar10":
-            if all(os.path.isfile(os.path.join(d, f)) for f in ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]):
+            needed = ["test_batch"] + [f"data_batch_{i}" for i in range(1, 6)]
+            if all(os.path.isfile(os.path.join(d, f)) for f in needed):
                 return d
         elif all(_idx_path(d, stem) for stem in _IDX_FILES.values()):
             return d
@@ -293,7 +296,10 @@ class ImageDataset:
 
     def loader(self, split: str = "test", *, batch_size: int = 256, shuffle: bool = False,
                augment: bool = False, seed: int = 0, epoch: int = 0) -> "BatchLoader":
-        """Batches of normalised images ``(x, y)`` of ``split`` ("train" or "test"), deterministic in ``seed`` and ``epoch``."""
+        """Batches of normalised images ``(x, y)`` of ``split`` ("train" or "test").
+
+        Deterministic in ``seed`` and ``epoch``; ``augment`` applies this dataset's crop/flip.
+        """
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
@@ -424,7 +430,11 @@ def load_dataset(name: str, data_dir=None, *, image_size: int | None = None, fit
     """
     name = _canonical(name)
     if name == "digits":
-        from sklearn.datasets import load_digits
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:
+            raise ImportError("the digits dataset ships inside scikit-learn: pip install scikit-learn "
+                              "(or 'repmatch[full]')") from exc
 
         d = load_digits()
         x = (d.images.astype(np.float32) / 16.0)[:, None]

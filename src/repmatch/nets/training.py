@@ -237,7 +237,7 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
+            torch.set_rng_state(ckpt["rng"].cpu())  # map_location may have moved it
             history, start = list(ckpt["history"]), int(ckpt["epoch"])
             best_acc, best_epoch = float(ckpt["best_test_acc"]), int(ckpt["best_epoch"])
         resumed_from = start
@@ -254,7 +254,7 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
                 loss = nn.functional.cross_entropy(logits, yb)
                 loss.backward()
                 opt.step()
-                loss_sum += float(loss) * len(yb)
+                loss_sum += loss.item() * len(yb)
                 correct += int((logits.argmax(1) == yb).sum())
                 n += len(yb)
                 if bar is not loader:

@@ -1,0 +1,172 @@
+"""Subspace-match engine benchmarks: repmatch against naive baselines timed in the same run.
+
+Run:  python benchmarks/bench_subspace.py            (all parts, about 5 minutes on 2 cores)
+      python benchmarks/bench_subspace.py --only maxmatch curve
+
+Every part prints the time of repmatch, the time of the baseline and their ratio, and checks that
+both give identical results. Targets (issue: subspace match engine):
+  maxmatch : maximum match, 512 + 512 neurons, 10,000 samples, ReLU layers sharing part of a latent
+             space (several pruning rounds) -> >= 5x faster than per-round least squares
+  curve    : a 20-point ε curve on the same data -> >= 50x faster than 20 naive maximum matches
+  reduce   : streaming reduction -> <= 2x the time of NumPy's own M.T @ M on the same data
+  simple   : simple matches of a 128 + 128 layer (4,000 samples) -> >= 50x faster than the naive deletion algorithm
+             on the naive maximum match (the naive one is timed on a sample of neurons: all of them
+             would take hours; the per-neuron times are compared and the results checked equal)
+  memory   : 10 million samples streamed through a 256 + 256 reduction -> peak memory < 1 GB
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+import repmatch
+from repmatch.testing import naive_maximum_match, naive_v_minimal_match, relu_layers
+
+
+def best_of(fn, repeat=3):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def report(name, ours, base, target, higher_is_better=True, extra=""):
+    ratio = base / ours
+    ok = ratio >= target if higher_is_better else ratio <= target
+    print(f"[{name}] repmatch {ours:.3f} s | baseline {base:.3f} s | ratio {ratio:.1f}x "
+          f"(target {'>=' if higher_is_better else '<='} {target}x) {'OK' if ok else 'MISSED'} {extra}")
+    return {"name": name, "repmatch_s": ours, "baseline_s": base, "ratio": ratio, "target": target, "ok": bool(ok)}
+
+
+def bench_maxmatch(X, Y, eps=0.2):
+    stats = {}
+    t_naive, (nx, ny) = best_of(lambda: naive_maximum_match(X, Y, eps, stats=stats), repeat=1)
+    t_ours, m = best_of(lambda: repmatch.maximum_match(X, Y, eps=eps), repeat=3)
+    assert np.array_equal(m.x, nx) and np.array_equal(m.y, ny), "results differ"
+    return report("maxmatch", t_ours, t_naive, 5,
+                  extra=f"(eps={eps}, rounds={stats['rounds']}, |x|={len(m.x)}, |y|={len(m.y)}, identical)")
+
+
+def bench_curve(X, Y):
+    grid = np.linspace(0.05, 0.6, 20)
+    t0 = time.perf_counter()
+    naive = [naive_maximum_match(X, Y, e) for e in grid]
+    t_naive = time.perf_counter() - t0
+    t_ours, curve = best_of(lambda: repmatch.similarity_curve(X, Y, eps=grid), repeat=3)
+    for (nx, ny), sx, sy in zip(naive, curve.size_x, curve.size_y):
+        assert (len(nx), len(ny)) == (sx, sy), "results differ"
+    return report("curve", t_ours, t_naive, 50, extra="(20 eps in [0.05, 0.6], reduction included, identical)")
+
+
+def bench_reduce(X, Y):
+    M = np.hstack([X, Y])
+    t_mtm, _ = best_of(lambda: M.T @ M, repeat=5)
+    t_red, _ = best_of(lambda: repmatch.Reduction.from_arrays(X, Y, batch_size=10000), repeat=5)
+    ratio = t_red / t_mtm
+    ok = ratio <= 2
+    print(f"[reduce] Reduction {t_red:.3f} s | NumPy M.T @ M {t_mtm:.3f} s | ratio {ratio:.2f}x (target <= 2x) "
+          f"{'OK' if ok else 'MISSED'} (10,000 x 1024, float64)")
+    t_qr, _ = best_of(lambda: repmatch.Reduction.from_arrays(X, Y, method="qr", batch_size=10000), repeat=2)
+    print(f"[reduce] method='qr' (exact-match precision) {t_qr:.3f} s = {t_qr / t_mtm:.1f}x M.T @ M (no target)")
+    return {"name": "reduce", "repmatch_s": t_red, "baseline_s": t_mtm, "ratio": ratio, "target": 2, "ok": bool(ok)}
+
+
+def bench_simple(n_samples=4000, n_sample_v=2):
+    X, Y = relu_layers(n_samples=n_samples, n_x=128, n_y=128, shared_dim=64, private_dim=64, rng=3)
+    eps = 0.25
+    t0 = time.perf_counter()
+    sm = repmatch.simple_matches(X, Y, eps)
+    t_all = time.perf_counter() - t0
+    S = [("x", int(i)) for i in sm.maximum.x] + [("y", int(j)) for j in sm.maximum.y]
+    per_v_ours = t_all / len(S)
+    rng = np.random.default_rng(0)
+    sample = [S[i] for i in sorted(rng.choice(len(S), size=min(n_sample_v, len(S)), replace=False))]
+    t0 = time.perf_counter()
+    naive = [naive_v_minimal_match(X, Y, eps, side=s, index=i) for s, i in sample]
+    per_v_naive = (time.perf_counter() - t0) / len(sample)
+    by_v = {}
+    for m, found in zip(sm.matches, sm.found_for):
+        for v in found:
+            by_v[v] = m
+    for (s, i), (nx, ny) in zip(sample, naive):
+        m = by_v[(s, i)]
+        assert m.x.tolist() == nx.tolist() and m.y.tolist() == ny.tolist(), "results differ"
+    print(f"[simple] {len(sm)} distinct simple matches from {len(S)} neurons of the maximum match "
+          f"(|x|={len(sm.maximum.x)}, |y|={len(sm.maximum.y)}), all in {t_all:.2f} s; "
+          f"size distribution {dict(list(sm.size_distribution().items())[:6])}...")
+    return report("simple", per_v_ours, per_v_naive, 50,
+                  extra=f"(per neuron; naive timed on {len(sample)} neurons, est. {per_v_naive * len(S) / 60:.0f} min for all; identical)")
+
+
+def _memory_child(n_total, n_x, n_y, batch):
+    g = np.random.default_rng(0)
+    r = repmatch.Reduction(n_x, n_y)
+    done = 0
+    t0 = time.perf_counter()
+    pool = g.random((batch, n_x + n_y), dtype=np.float32)
+    while done < n_total:
+        b = min(batch, n_total - done)
+        shift = g.random(n_x + n_y, dtype=np.float32)  # cheap fresh data per batch
+        z = pool[:b] * shift
+        r.update(z[:, :n_x], z[:, n_x:])
+        done += b
+    elapsed = time.perf_counter() - t0
+    m = repmatch.maximum_match(r, eps=0.5)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"samples": r.n_samples, "seconds": elapsed, "peak_mb": peak_mb, "mms": m.similarity}))
+
+
+def bench_memory(n_total=10_000_000):
+    cmd = [sys.executable, __file__, "--memory-child", str(n_total)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    ok = data["peak_mb"] < 1024
+    print(f"[memory] {data['samples']:,} samples through a 256 + 256 reduction in {data['seconds']:.1f} s "
+          f"({data['samples'] / data['seconds'] / 1e6:.2f} M rows/s); peak RSS {data['peak_mb']:.0f} MB "
+          f"(target < 1024 MB) {'OK' if ok else 'MISSED'}")
+    return {"name": "memory", "peak_mb": data["peak_mb"], "seconds": data["seconds"], "ok": bool(ok)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=["maxmatch", "curve", "reduce", "simple", "memory"])
+    p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--json", help="write the figures to this file")
+    args = p.parse_args()
+    if args.memory_child:
+        _memory_child(args.memory_child, 256, 256, 20000)
+        return
+    warnings.simplefilter("ignore", repmatch.RepmatchWarning)
+    parts = args.only or ["maxmatch", "curve", "reduce", "simple", "memory"]
+    print(f"repmatch {repmatch.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
+    results = []
+    if {"maxmatch", "curve", "reduce"} & set(parts):
+        X, Y = relu_layers(n_samples=10000, n_x=512, n_y=512, rng=0)
+        if "maxmatch" in parts:
+            results.append(bench_maxmatch(X, Y))
+        if "curve" in parts:
+            results.append(bench_curve(X, Y))
+        if "reduce" in parts:
+            results.append(bench_reduce(X, Y))
+    if "simple" in parts:
+        results.append(bench_simple())
+    if "memory" in parts:
+        results.append(bench_memory())
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""``repmatch extract``: run checkpoints over a dataset and write reductions or activations."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="extract activations of trained networks into reductions (or activation files)",
+        description=(
+            "Feed the same images, in the same order, to two checkpoints written by `repmatch train` and stream "
+            "the chosen layers into reductions (--out, read by `repmatch compare OUT`), without holding the "
+            "dataset's activations in memory. --save writes every batch's activations to a directory of chunks; "
+            "--save-npz A.npz B.npz writes one file per network (read by `repmatch compare A.npz B.npz`). With a "
+            "single --checkpoint only --save-npz PATH is possible. Needs PyTorch."
+        ),
+    )
+    p.add_argument("--checkpoint", action="append", required=True, metavar="PT",
+                   help="checkpoint (best.pt or last.pt); give it twice for networks A and B")
+    p.add_argument("--dataset", help="dataset (default: the one the first checkpoint was trained on)")
+    p.add_argument("--data-dir", help="where the dataset files are")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="images to use (default test)")
+    p.add_argument("--n-images", type=int, help="only the first N images of the split")
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="module names, leaf indices or types (e.g. ReLU); default: every ReLU")
+    p.add_argument("--list-layers", action="store_true", help="print the layers of the first checkpoint and exit")
+    p.add_argument("--conv-mode", default="positions",
+                   help="positions (default), flatten, avgpool or sample:K")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample:K positions")
+    p.add_argument("--pairs", choices=("same", "all"), default="same",
+                   help="same: layer l of A vs l of B (default); all: every layer of A vs every layer of B")
+    p.add_argument("--method", choices=("gram", "qr"), default="gram", help="reduction method (default gram)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--out", metavar="NPZ", help="reductions file to write")
+    p.add_argument("--save", metavar="DIR", help="also write chunked activations and a manifest to DIR")
+    p.add_argument("--save-npz", nargs="+", metavar="NPZ", help="also write one activations .npz per network")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        from .. import activations
+        from ..io import save_reductions
+        from ..nets import load_checkpoint, load_dataset
+    except ImportError as exc:
+        raise ValueError(str(exc)) from exc
+    ckpts = args.checkpoint
+    if len(ckpts) > 2:
+        raise ValueError(f"--checkpoint: give one or two checkpoints, got {len(ckpts)}")
+    models, infos = [], []
+    for path in ckpts:
+        model, info = load_checkpoint(path, device=args.device)
+        models.append(model)
+        infos.append(info)
+    if args.list_layers:
+        for i, name, kind in activations.list_layers(models[0]):
+            print(f"{i:>4}  {name:<30} {kind}")
+        return 0
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    data_info = infos[0]["data"]
+    for other, path in zip(infos[1:], ckpts[1:]):
+        shape = (other["data"]["image_size"], other["data"]["in_channels"])
+        if shape != (data_info["image_size"], data_info["in_channels"]):
+            raise ValueError(f"--checkpoint: {path} expects {other['data']['in_channels']}-channel "
+                             f"{other['data']['image_size']}px images, {ckpts[0]} expects "
+                             f"{data_info['in_channels']}-channel {data_info['image_size']}px images")
+    name = args.dataset or data_info["name"]
+    n = args.n_images
+    data = load_dataset(name, args.data_dir, image_size=data_info["image_size"],
+                        n_train=n if args.split == "train" else None, n_test=n if args.split == "test" else None)
+    if data.in_channels != data_info["in_channels"]:
+        raise ValueError(f"--dataset: {name} has {data.in_channels} channel(s) but the checkpoint expects "
+                         f"{data_info['in_channels']}")
+    import numpy as np
+
+    # Preprocess exactly as in training: the checkpoint's normalisation, not the new dataset's.
+    data.mean = np.asarray(data_info["mean"], dtype=np.float32)
+    data.std = np.asarray(data_info["std"], dtype=np.float32)
+    loader = data.loader(args.split, batch_size=args.batch_size)
+    layers = args.layers
+    meta = {"checkpoints": [os.path.abspath(c) for c in ckpts], "dataset": data.name, "split": args.split,
+            "n_images": loader.n_samples, "conv_mode": args.conv_mode, "pairs": args.pairs,
+            "sample_seed": args.sample_seed, "layers": layers,
+            "test_acc": [float(i.get("test_acc", float("nan"))) for i in infos],
+            "epochs": [int(i.get("epoch", 0)) for i in infos], "seeds": [i["config"]["seed"] for i in infos],
+            "arch": [i["config"]["arch"] for i in infos]}
+    if len(models) == 1:
+        if not args.save_npz or len(args.save_npz) != 1 or args.out or args.save:
+            raise ValueError("with one --checkpoint give exactly --save-npz PATH (reductions need two networks)")
+        acts = activations.extract(models[0], loader, layers, conv_mode=args.conv_mode, sample_seed=args.sample_seed,
+                                   progress=not args.quiet)
+        activations.save_activations_npz(acts, args.save_npz[0])
+        for layer, a in acts.items():
+            print(f"{layer:<30} {a.shape[0]:>10} samples x {a.shape[1]:>5} neurons")
+        print(f"wrote {args.save_npz[0]}", file=sys.stderr)
+        return 0
+    if not (args.out or args.save or args.save_npz):
+        raise ValueError("give --out NPZ (reductions) and/or --save DIR / --save-npz A.npz B.npz (activations)")
+    if args.save_npz and len(args.save_npz) != 2:
+        raise ValueError(f"--save-npz: give two paths (network A, network B), got {len(args.save_npz)}")
+    reds = activations.reduce_pair(models[0], models[1], loader, layers, pairs=args.pairs, conv_mode=args.conv_mode,
+                                   method=args.method, sample_seed=args.sample_seed, save=args.save,
+                                   save_npz=args.save_npz, progress=not args.quiet, metadata=meta)
+    print(f"{'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}")
+    for key, r in reds.items():
+        print(f"{key:<40} {r.n_x:>6} {r.n_y:>6} {r.n_samples:>10}")
+    if args.out:
+        save_reductions(args.out, reds, metadata=meta)
+        print(f"wrote {args.out}  (compare with: repmatch compare {args.out})", file=sys.stderr)
+    if args.save:
+        print(f"wrote {args.save}/manifest.json", file=sys.stderr)
+    if args.save_npz:
+        print(f"wrote {args.save_npz[0]} {args.save_npz[1]}  (compare with: repmatch compare "
+              f"{args.save_npz[0]} {args.save_npz[1]})", file=sys.stderr)
+    return 0

@@ -1,0 +1,30 @@
+"""The README is the front door: its Quickstart is what CI runs, and its worked example runs."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(lang):
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def test_quickstart_has_exactly_two_commands_and_ci_runs_the_second():
+    section = README.split("## Quickstart", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    commands = [line for line in block.strip().splitlines() if line.strip()]
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == commands[1]
+    assert "pytest" in commands[1] and "repmatch" in commands[0]
+
+
+def test_worked_example_runs():
+    code = _blocks("python")[0]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    m = namespace["m"]
+    assert m.similarity == 40 / 240
+    assert namespace["eps"] == 0.0

@@ -123,3 +123,13 @@ def test_bad_arguments_name_the_argument(kwargs, match):
     arch = kwargs.pop("arch")
     with pytest.raises(ValueError, match=match):
         build_model(arch, **kwargs)
+
+
+def test_architecture_names_ignore_case_dashes_and_underscores():
+    from repmatch.nets.architectures import _check_arch
+
+    assert _check_arch("small-cnn") == "smallcnn"
+    assert _check_arch("VGG11-BN") == "vgg11_bn"
+    assert _check_arch("resnet_20") == "resnet20"
+    with pytest.raises(ValueError, match="arch must be one of"):
+        _check_arch("vgg-12")

@@ -28,3 +28,13 @@ def test_worked_example_runs():
     m = namespace["m"]
     assert m.similarity == 40 / 240
     assert namespace["eps"] == 0.0
+
+
+def test_alignment_example_runs_and_its_numbers_are_true():
+    code = [b for b in _blocks("python") if "bipartite_match(X, Y)" in b][0]
+    ns = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    m = ns["m"]
+    assert round(m.semi.mean, 3) == 0.725 and round(m.mean, 3) == 0.671
+    assert round(ns["repmatch"].linear_cka(ns["X"], ns["Y"]).value, 4) == 0.9695
+    assert ns["p"].p_value == 0.01

@@ -144,3 +144,21 @@ def test_constructor_and_merge_errors():
         Reduction(2, 2).merge(Reduction(2, 2, method="qr"))
     with pytest.raises(ValueError, match="no samples"):
         repmatch.maximum_match(Reduction(2, 2), eps=0.2)
+
+
+def test_add_moments_equals_update_and_checks_its_input(rng):
+    X, Y = rng.standard_normal((300, 3)), rng.standard_normal((300, 2))
+    r = Reduction(3, 2)
+    for s in range(0, 300, 100):
+        Z = np.hstack([X[s : s + 100], Y[s : s + 100]])
+        mu = Z.mean(axis=0)
+        r.add_moments(100, mu, (Z - mu).T @ (Z - mu))
+    np.testing.assert_allclose(r.comoment, Reduction.from_arrays(X, Y).comoment, rtol=STAT_RTOL)
+    with pytest.raises(ValueError, match=r"mean must have shape \(5,\)"):
+        r.add_moments(10, np.zeros(4), np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="comoment contains"):
+        r.add_moments(10, np.zeros(5), np.full((5, 5), np.nan))
+    with pytest.raises(ValueError, match="n_samples"):
+        r.add_moments(0, np.zeros(5), np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="needs a 'gram' reduction"):
+        Reduction(3, 2, method="qr").add_moments(10, np.zeros(5), np.zeros((5, 5)))

@@ -121,3 +121,9 @@ def test_bad_arguments(tmp_path, kwargs, match):
     kwargs = {"arch": "smallcnn", "dataset": "digits", **kwargs}
     with pytest.raises(ValueError, match=match):
         train(kwargs.pop("arch"), kwargs.pop("dataset"), out=tmp_path, progress=False, **kwargs)
+
+
+def test_progress_reports_epochs_and_throughput(tmp_path, digits, capsys):
+    train("smallcnn", data=digits, seed=0, epochs=1, out=tmp_path, width=0.5, batch_size=64, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "images/s" in err and "test acc" in err

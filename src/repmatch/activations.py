@@ -246,8 +246,7 @@ def _add_moments(red: Reduction, ta: torch.Tensor, tb: torch.Tensor, names) -> N
     com = zt @ zt.T  # NumPy hands A @ A.T to BLAS syrk
     if not np.isfinite(com).all():
         raise ValueError(f"{names[0]} or {names[1]} overflows float64 in the co-moments")
-    red._combine(rows, np.concatenate(means), com)  # the same merge Reduction.update uses
-    red._cache.clear()
+    red.add_moments(rows, np.concatenate(means), com)
 
 
 class _Centred:
@@ -295,8 +294,7 @@ def _add_centred(red: Reduction, pa: _Centred, pb: _Centred, cache: dict, ka, kb
     com = np.block([[cache[ka], ab], [ab.T, cache[kb]]])
     if not np.isfinite(com).all():
         raise ValueError(f"activations of {ka[1]!r} / {kb[1]!r} overflow float64 in the co-moments")
-    red._combine(pa.rows, np.concatenate([pa.mean, pb.mean]), com)  # the merge Reduction.update uses
-    red._cache.clear()
+    red.add_moments(pa.rows, np.concatenate([pa.mean, pb.mean]), com)
 
 
 # ---------------------------------------------------------------------------------------------- hooks
@@ -565,7 +563,7 @@ class _ChunkWriter:
 def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
                 pairs="same", conv_mode: str = "positions", device=None, method: str = "gram",
                 sample_seed: int = 0, save=None, save_npz=None, max_batches: int | None = None,
-                progress: bool = False, metadata: dict | None = None, overlap: bool = True) -> dict:
+                progress: bool = False, metadata: dict | None = None, overlap: bool = False) -> dict:
     """Stream two networks over the same batches straight into :class:`~repmatch.Reduction` objects.
 
     Parameters
@@ -592,8 +590,10 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         :func:`repmatch.io.load_activations` and ``repmatch compare a.npz b.npz``. Built from the
         chunks one layer at a time (in a temporary directory beside ``path_a`` when ``save`` is None).
     overlap : bool
-        Reduce batch ``i`` on a worker thread while batch ``i + 1`` runs through the networks
-        (default). The updates keep their order, so results are identical with ``overlap=False``.
+        Reduce batch ``i`` on a worker thread while batch ``i + 1`` runs through the networks.
+        The updates keep their order, so results are identical either way. Off by default: it
+        pays only with a core to spare (e.g. ``torch.set_num_threads(n_cores - 1)``); when torch's
+        OpenMP threads already hold every core, the extra thread makes them wait for each other.
 
     Returns
     -------

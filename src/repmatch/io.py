@@ -22,7 +22,8 @@ import os
 
 import numpy as np
 
-from .reduce import Reduction, atomic_savez
+from ._atomic import atomic_savez
+from .reduce import Reduction
 
 __all__ = ["load_activations", "save_reductions", "load_reductions", "is_reduction_file", "atomic_savez"]
 

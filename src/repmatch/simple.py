@@ -233,16 +233,7 @@ def simple_matches(
     SimpleMatches
         ``.matches`` (each with ``.x``, ``.y``), ``.sizes``, ``.size_distribution()``, ``.maximum``.
     """
-    geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
-    if eps is None:
-        raise ValueError("eps is required")
-    eps = check_eps(eps)
-    restarts = check_positive_int(restarts, "restarts", minimum=0)
-    gen = as_rng(rng)
-    thr = _threshold(eps, geo.tol)
-    I, J = prune(geo.space, geo.live_x, geo.live_y, thr)
-    S = np.concatenate([I, J])
-    found: dict = {}
+    geo, eps, thr, I, J, S, gen, restarts = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method, tol=tol)
     iterator = S
     if progress:
         try:
@@ -251,17 +242,47 @@ def simple_matches(
             iterator = tqdm(S, desc=f"simple matches (eps={eps:g})", unit="neuron")
         except ImportError:  # pragma: no cover
             pass
-    for v in iterator:
-        v = int(v)
+
+    def searches():
+        for v in iterator:
+            v = int(v)
+            for order in _orders(S, v, gen, restarts):
+                with _single_threaded_blas():
+                    res = _deletion(geo, I, J, v, order, thr)
+                yield v, res
+
+    return _assemble(geo, eps, restarts, I, J, searches())
+
+
+# The three steps of simple_matches, shared with repmatch.distributed.simple_matches_parallel, which
+# runs the searches as tasks: the plan and the deletion orders are drawn on the client in this order.
+def _plan(X, Y, eps, *, rng, restarts, method, tol):
+    """Checked inputs, the maximum match (I, J), its neurons S and the generator of the orders."""
+    geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
+    if eps is None:
+        raise ValueError("eps is required")
+    eps = check_eps(eps)
+    restarts = check_positive_int(restarts, "restarts", minimum=0)
+    gen = as_rng(rng)
+    thr = _threshold(eps, geo.tol)
+    I, J = prune(geo.space, geo.live_x, geo.live_y, thr)
+    return geo, eps, thr, I, J, np.concatenate([I, J]), gen, restarts
+
+
+def _orders(S: np.ndarray, v: int, gen, restarts: int) -> list:
+    """The deletion orders searched from v: the fixed one, then ``restarts`` drawn from ``gen``."""
+    return [_order(S, v, None)] + [_order(S, v, gen) for _ in range(restarts)]
+
+
+def _assemble(geo: Geometry, eps: float, restarts: int, I, J, results) -> SimpleMatches:
+    """SimpleMatches from ``(v, (x_cols, y_cols))`` search results, in search order."""
+    found: dict = {}
+    for v, (mi, mj) in results:
         side, idx = ("x", v) if v < geo.n_x else ("y", v - geo.n_x)
-        orders = [_order(S, v, None)] + [_order(S, v, gen) for _ in range(restarts)]
-        for order in orders:
-            with _single_threaded_blas():
-                mi, mj = _deletion(geo, I, J, v, order, thr)
-            key = (tuple(mi.tolist()), tuple(mj.tolist()))
-            entry = found.setdefault(key, [])
-            if (side, idx) not in entry:
-                entry.append((side, idx))
+        key = (tuple(mi.tolist()), tuple(mj.tolist()))
+        entry = found.setdefault(key, [])
+        if (side, idx) not in entry:
+            entry.append((side, idx))
     keys = sorted(found, key=lambda k: (len(k[0]) + len(k[1]), k))
     matches = [_make_match(geo, np.array(k[0], dtype=np.intp), np.array(k[1], dtype=np.intp), eps) for k in keys]
     return SimpleMatches(

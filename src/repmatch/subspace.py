@@ -19,6 +19,11 @@ samples. The geometry is held in the form its reduction gives:
   norm of the residual of the orthogonal projection onto a basis of span(B) from QR with column
   pivoting of ``F[:, B]``: no squared quantities, hence the smaller tolerance.
 
+A Gram reduction on a PyTorch device (``Reduction(..., device=...)``) keeps its normalised Gram
+matrix on that device and GramSpace computes distances there (``repmatch._torch.gram_distances``,
+the same pivoted Cholesky written in torch); only distance vectors come back to the host. A QR
+reduction on a device is solved on the host from its n x n factor (torch has no pivoted QR).
+
 The pruning logic (:func:`prune`) is the same for both.
 
 Tolerance
@@ -189,6 +194,10 @@ class GramSpace:
             return np.zeros(0)
         if len(B) == 0:
             return np.ones(len(A))
+        if not isinstance(self.G, np.ndarray):  # a torch tensor: the reduction lives on a device
+            from ._torch import gram_distances
+
+            return gram_distances(self.G, A, B, self.tol)
         U, piv, rank, info = scipy.linalg.lapack.dpstrf(self.G[np.ix_(B, B)], tol=self.tol**2, lower=0)
         if info < 0:  # pragma: no cover - LAPACK argument error
             raise RuntimeError(f"dpstrf failed with info={info}")
@@ -201,6 +210,10 @@ class GramSpace:
 
     def restrict(self, cols: np.ndarray) -> "GramSpace":
         """The same geometry on a subset of neurons (columns renumbered 0..len(cols)-1)."""
+        if not isinstance(self.G, np.ndarray):
+            from ._torch import submatrix
+
+            return GramSpace(submatrix(self.G, cols), self.tol)
         return GramSpace(self.G[np.ix_(cols, cols)], self.tol)
 
 
@@ -276,6 +289,11 @@ def _geometry_from_reduction(r: Reduction, tol: float) -> Geometry:
         F = np.zeros((R.shape[0], n))
         F[:, live] = R[:, live] / norms[live]
         space = FactorSpace(F, tol)
+    elif r.device is not None:  # stays on the device; GramSpace then uses the torch kernel
+        from ._torch import normalised_gram
+
+        Gn, live = normalised_gram(r)
+        space = GramSpace(Gn, tol)
     else:
         G = r.gram()
         diag = np.diag(G).copy()

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order they are listed by ``repmatch --help``.
-_MODULES = ("compare", "train", "extract")
+_MODULES = ("compare", "train", "extract", "reproduce", "report", "scale")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +41,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"repmatch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `repmatch compare ... | head`): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -159,6 +159,10 @@ def run(args) -> int:
     items, source = _load_inputs(args)
     items = _select_layers(items, args.layers)
     results = {"source": source, "eps": eps, "measures": measures, "layers": {}}
+    meta = source.get("metadata") or {}
+    if meta:  # what `repmatch extract` recorded: checkpoints, dataset, conv mode, accuracies...
+        shown = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list)) and len(str(v)) < 200}
+        print("reductions: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + "\n")
     if args.permutations < 0:
         raise ValueError(f"--permutations must be >= 0, got {args.permutations}")
     options = {"seed": args.seed, "eps": eps, "method": args.method, "permutations": args.permutations,
@@ -191,19 +195,9 @@ def run(args) -> int:
 
 
 def _write_json(path, obj) -> None:
-    import tempfile
+    from .._atomic import atomic_write_json
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, obj, default=_json_default)
 
 
 def _json_default(o):

@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="NPZ", help="reductions file to write")
     p.add_argument("--save", metavar="DIR", help="also write chunked activations and a manifest to DIR")
     p.add_argument("--save-npz", nargs="+", metavar="NPZ", help="also write one activations .npz per network")
+    p.add_argument("--overlap", action="store_true",
+                   help="reduce each batch on a worker thread while the next runs (pays with a spare core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -106,7 +108,8 @@ def run(args) -> int:
         raise ValueError(f"--save-npz: give two paths (network A, network B), got {len(args.save_npz)}")
     reds = activations.reduce_pair(models[0], models[1], loader, layers, pairs=args.pairs, conv_mode=args.conv_mode,
                                    method=args.method, sample_seed=args.sample_seed, save=args.save,
-                                   save_npz=args.save_npz, progress=not args.quiet, metadata=meta)
+                                   save_npz=args.save_npz, progress=not args.quiet, metadata=meta,
+                                   overlap=args.overlap)
     print(f"{'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}")
     for key, r in reds.items():
         print(f"{key:<40} {r.n_x:>6} {r.n_y:>6} {r.n_samples:>10}")

@@ -62,10 +62,10 @@ def run(args) -> int:
         print(f"{r.seed:>4}  {r.epochs_completed:>6}  {r.best_test_acc:8.4f}  {r.best_epoch:>7}  "
               f"{r.last_test_acc:8.4f}  {ips:>9}  {r.best_checkpoint}")
     if args.json:
-        from ..nets.training import _atomic_write
+        from .._atomic import atomic_write_bytes
 
         summary = {"arch": args.arch, "dataset": args.dataset, "out": os.path.abspath(args.out),
                    "runs": [r.to_dict() for r in results]}
-        _atomic_write(args.json, json.dumps(summary, indent=1).encode())
+        atomic_write_bytes(args.json, json.dumps(summary, indent=1).encode())
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

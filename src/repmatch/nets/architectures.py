@@ -183,10 +183,16 @@ def input_size_for(arch: str, image_size: int) -> int:
     return image_size
 
 
+def _spelling(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
 def _check_arch(arch) -> str:
-    if not isinstance(arch, str) or arch.lower() not in ARCHITECTURES:
+    """The canonical name of ``arch``; case, '-' and '_' are ignored (``small-cnn`` is ``smallcnn``)."""
+    canonical = {_spelling(a): a for a in ARCHITECTURES}
+    if not isinstance(arch, str) or _spelling(arch) not in canonical:
         raise ValueError(f"arch must be one of {ARCHITECTURES}; got {arch!r}")
-    return arch.lower()
+    return canonical[_spelling(arch)]
 
 
 def build_model(arch: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,

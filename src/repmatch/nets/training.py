@@ -23,13 +23,13 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 
+from .._atomic import atomic_write_bytes
 from .architectures import build_model, input_size_for, _check_arch
 from .datasets import NATIVE_SIZE, ImageDataset, load_dataset, _canonical
 
@@ -84,24 +84,7 @@ def atomic_torch_save(obj, path) -> None:
     """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    _atomic_write(path, buf.getvalue())
-
-
-def _atomic_write(path, data: bytes) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -278,7 +261,7 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
             if improved:  # best first: a crash between the two writes never leaves last ahead of a missing best
                 atomic_torch_save(ckpt, best_path)
             atomic_torch_save(ckpt, last_path)
-            _atomic_write(os.path.join(out, "train.json"), json.dumps(
+            atomic_write_bytes(os.path.join(out, "train.json"), json.dumps(
                 {"config": config, "model_kwargs": model_kwargs, "data": data.describe(), "history": history,
                  "best_epoch": best_epoch, "best_test_acc": best_acc}, indent=2).encode())
             if progress:

@@ -21,7 +21,7 @@ figure { margin: 1.2em 0; } figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: 0.9em; color: #555; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th { background: #f3f3f3; } td:first-child, th:first-child, td.text { text-align: left; }
 .note { background: #f7f7fb; border-left: 3px solid #8a8acb; padding: 0.5em 0.9em; }
 code { background: #f3f3f3; padding: 0 0.2em; }
 """
@@ -54,8 +54,9 @@ class HtmlReport:
         svg = _XML_DECL.sub("", svg_text)
         links = ""
         if files:
-            names = [f'<a href="{html.escape(os.path.basename(p))}">{fmt.upper()}</a>'
-                     for fmt, p in files.items() if fmt in ("png", "svg")]
+            # Relative paths are links from the page's directory; absolute ones keep only the file name.
+            names = [f'<a href="{html.escape(os.path.basename(p) if os.path.isabs(p) else p.replace(os.sep, "/"))}">'
+                     f'{fmt.upper()}</a>' for fmt, p in files.items() if fmt in ("png", "svg")]
             links = " (" + ", ".join(names) + ")"
         self._parts.append(
             f'<figure id="fig{self._n_fig}">{svg}<figcaption>Figure {self._n_fig}. '
@@ -65,7 +66,8 @@ class HtmlReport:
 
     def table(self, header, rows, caption: str = "") -> "HtmlReport":
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join(f"<td{_align(c)}>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>"
+                       for row in rows)
         cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
         self._parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         return self
@@ -87,6 +89,16 @@ class HtmlReport:
             fh.write(self.render())
         os.replace(tmp, path)
         return path
+
+
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?%?( \(.*\))?$|^[–-]$")
+
+
+def _align(c) -> str:
+    """Text cells align left; numbers (and "0.12 (p≤0.1)"-style cells) stay right-aligned."""
+    if isinstance(c, str) and c and not _NUMBER.match(c.strip()):
+        return ' class="text"'
+    return ""
 
 
 def _fmt(c) -> str:

@@ -130,6 +130,9 @@ def fig_simple_sizes(sizes_by_layer, *, eps=None, title=None):
         if d.size:
             ax.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=6, alpha=0.5, color="tab:blue",
                        label="one simple match" if i == nonempty[0] else None)
+    if not nonempty:
+        ax.text(0.5, 0.5, "no simple matches at this ε", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")
     ax.set_xticks(positions)
     ax.set_xticklabels(layers, rotation=45, ha="right")
     ax.set_yscale("log")

@@ -1,0 +1,50 @@
+"""Atomic file writes: write to a temporary file in the target's directory, fsync, then rename.
+
+A reader (or a resumed job) never sees a half-written file: either the old one or the new one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_savez"]
+
+
+def atomic_write_bytes(path, data: bytes) -> str:
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj, **kwargs) -> str:
+    kwargs.setdefault("indent", 1)
+    return atomic_write_text(path, json.dumps(obj, **kwargs))
+
+
+def atomic_savez(path, **arrays) -> str:
+    """``np.savez`` to memory, then :func:`atomic_write_bytes`."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,767 @@
+"""``repmatch reproduce``: train networks from several seeds and compare every pair, layer by layer.
+
+The whole protocol of shared/spec/subspace-match.md section 5 and shared/spec/convergent-learning.md
+sections 2-5 in one resumable run: train (or load) one network per seed, reduce every ReLU layer of
+every pair of seeds in one streaming pass, and compute the subspace match (similarity against a fine
+ε grid, max_epsilon, simple matches), the one-to-one alignment (semi- and bipartite matching), the
+one-to-many sparse prediction, the many-to-many clustering, MI matching on small layers, the reference
+measures, a layer x layer heatmap, and two null baselines next to every number:
+
+* **untrained**: trained seed ``a`` against an untrained network of the same architecture (fresh
+  initialisation with seed ``1000 + b``), through exactly the same streamed measures;
+* **shuffled**: on an in-memory sample of rows, the rows of network B are permuted
+  (:func:`repmatch.similarity_curve_null`, :func:`repmatch.permutation_test`).
+
+Layout of a run directory (see docs/reproduce.md)::
+
+    OUT/nets/train-<hash>/seed<k>/   training checkpoints (best.pt is used), resumable
+    OUT/cache/*.json, *.npz          one file per unit of work, keyed by a hash of its inputs
+    OUT/results.json                 every number, the configuration, versions, seeds
+    OUT/tables/*.csv, figures/*.{png,svg}, report.html   written by repmatch.report.build
+
+Caching. Every unit of work (one measure family on one pair of seeds and one layer) has a key and
+a hash of exactly the parameters it depends on (checkpoint file hashes, data subset, conv mode and
+the measure's own parameters). A cached unit whose hash matches is reused, so an interrupted run
+finishes only the remaining units and changing e.g. ``simple_eps`` recomputes only the simple-match
+units. Everything is written atomically (temporary file, then rename).
+
+Torch is imported lazily: ``import repmatch`` does not need it, this module's functions do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._atomic import atomic_savez, atomic_write_text
+
+__all__ = ["ReproduceConfig", "run", "reproduce", "AUTHORS_EPS", "DEFAULT_EPS_GRID", "RESULTS_FORMAT",
+           "load_results"]
+
+RESULTS_FORMAT = "repmatch-reproduce-1"
+#: The ε values of Wang et al. (spec/subspace-match.md section 5).
+AUTHORS_EPS = (0.15, 0.2, 0.25, 0.3, 0.5)
+#: A fine grid on [0, 0.6] with the authors' values added.
+DEFAULT_EPS_GRID = tuple(sorted(set(np.round(np.linspace(0.0, 0.6, 25), 4).tolist()) | set(AUTHORS_EPS)))
+#: Sparse-prediction penalties: a short version of the authors' grid (spec/convergent-learning.md section 3).
+DEFAULT_ALPHAS = (0.0, 1e-4, 1e-3, round(10 ** -2.6, 6), 1e-2, 1e-1)
+#: Seed offset of the untrained null networks (seed 1000 + b stands in for trained seed b).
+UNTRAINED_SEED_OFFSET = 1000
+#: Part of every cache hash; bump it when the computation of a unit changes so that old caches are recomputed.
+UNIT_VERSION = 2
+#: Default epochs per architecture family, chosen to reach decent accuracy quickly on a CPU.
+_DEFAULT_EPOCHS = {"smallcnn": 10}
+
+
+def _canonical_arch(arch) -> str:
+    from .nets import ARCHITECTURES
+
+    if not isinstance(arch, str):
+        raise ValueError(f"arch must be one of {ARCHITECTURES}; got {arch!r}")
+    key = arch.strip().lower()
+    if key not in ARCHITECTURES and key.replace("-", "") in ARCHITECTURES:
+        key = key.replace("-", "")  # "small-cnn" -> "smallcnn"
+    if key not in ARCHITECTURES and key.replace("-", "_") in ARCHITECTURES:
+        key = key.replace("-", "_")  # "vgg11-bn" -> "vgg11_bn"
+    if key not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)} (or small-cnn); got {arch!r}")
+    return key
+
+
+@dataclass
+class ReproduceConfig:
+    """Everything a reproduce run depends on; see :func:`reproduce` for the meaning of each field."""
+
+    arch: str = "smallcnn"
+    dataset: str = "digits"
+    seeds: tuple = (0, 1, 2)
+    epochs: int | None = None
+    out: str | None = None
+    width: float = 1.0
+    n_train: int | None = None
+    n_test: int | None = None
+    data_dir: str | None = None
+    device: str = "cpu"
+    eps_grid: tuple = DEFAULT_EPS_GRID
+    simple_eps: float = 0.25
+    permutations: int = 10
+    conv_mode: str = "positions"
+    sample_rows: int = 10000
+    alphas: tuple = DEFAULT_ALPHAS
+    n_clusters: int = 8
+    mi_max_units: int = 64
+    simple_max_units: int = 512
+    heatmap: bool = True
+    batch_size: int = 256
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        from .nets import DATASETS
+        from .nets.datasets import _canonical
+
+        self.arch = _canonical_arch(self.arch)
+        try:
+            self.dataset = _canonical(self.dataset)
+        except ValueError:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}") from None
+        seeds = list(self.seeds) if not isinstance(self.seeds, (int, str)) else [self.seeds]
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+            raise ValueError(f"seeds must be non-negative integers, got {self.seeds!r}")
+        seeds = [int(s) for s in seeds]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        if len(seeds) < 2:
+            raise ValueError(f"seeds must list at least 2 seeds to compare, got {seeds}")
+        self.seeds = tuple(seeds)
+        if self.epochs is None:
+            self.epochs = _DEFAULT_EPOCHS.get(self.arch, 30)
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, np.integer)) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        self.epochs = int(self.epochs)
+        if self.out is None:
+            self.out = os.path.join("runs", f"{self.arch}-{self.dataset}")
+        self.out = os.fspath(self.out)
+        for name in ("n_train", "n_test"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2):
+                raise ValueError(f"{name} must be an integer >= 2, got {v!r}")
+        if not (isinstance(self.width, (int, float)) and self.width > 0):
+            raise ValueError(f"width must be a positive number, got {self.width!r}")
+        self.width = float(self.width)
+        grid = np.asarray(self.eps_grid, dtype=float).ravel()
+        if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0) or np.any(grid >= 1):
+            raise ValueError(f"eps_grid must be a non-empty list of values in [0, 1), got {self.eps_grid!r}")
+        # The authors' values are always on the grid: the headline figure and table are drawn at them.
+        self.eps_grid = tuple(sorted(set(float(e) for e in grid) | set(AUTHORS_EPS)))
+        if not (0 < float(self.simple_eps) < 1):
+            raise ValueError(f"simple_eps must be in (0, 1), got {self.simple_eps!r}")
+        self.simple_eps = float(self.simple_eps)
+        if isinstance(self.permutations, bool) or not isinstance(self.permutations, (int, np.integer)) \
+                or self.permutations < 1:
+            raise ValueError(f"permutations must be a positive integer, got {self.permutations!r}")
+        self.permutations = int(self.permutations)
+        if self.conv_mode not in ("positions", "avgpool", "flatten") and not str(self.conv_mode).startswith("sample:"):
+            raise ValueError(f"conv_mode must be positions, avgpool, flatten or sample:K; got {self.conv_mode!r}")
+        for name in ("sample_rows", "n_clusters", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        alphas = np.asarray(self.alphas, dtype=float).ravel()
+        if alphas.size == 0 or np.any(~np.isfinite(alphas)) or np.any(alphas < 0):
+            raise ValueError(f"alphas must be a non-empty list of penalties >= 0, got {self.alphas!r}")
+        self.alphas = tuple(float(a) for a in alphas)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["eps_grid"] = list(self.eps_grid)
+        d["alphas"] = list(self.alphas)
+        return d
+
+
+# ------------------------------------------------------------------------------------------ files & cache
+def _jsonable(obj):
+    """Make numpy scalars/arrays, tuples and non-finite floats JSON-safe (NaN/inf become None)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if np.isfinite(f) else None
+    return obj
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:20]
+
+
+class _Cache:
+    """One JSON file per unit of work in ``directory``: ``{"key", "hash", "value"}``."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self.computed: list = []
+        self.reused: list = []
+        self.seconds: dict = {}
+
+    def _path(self, key: str, ext: str = ".json") -> str:
+        return os.path.join(self.directory, key.replace("/", "__") + ext)
+
+    def get(self, key: str, h: str):
+        path = self._path(key)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError):
+            return None  # a damaged file is recomputed
+        if doc.get("hash") != h:
+            return None
+        return doc["value"]
+
+    def put(self, key: str, h: str, value) -> None:
+        atomic_write_text(self._path(key), json.dumps({"key": key, "hash": h, "value": _jsonable(value)}))
+
+    def unit(self, key: str, deps: dict, compute):
+        """The cached value of ``key`` if its dependencies hash the same, else ``compute()`` (stored)."""
+        # The version is part of every hash: bump UNIT_VERSION when a unit's computation changes.
+        h = _hash({"unit_version": UNIT_VERSION, **deps})
+        value = self.get(key, h)
+        if value is not None:
+            self.reused.append(key)
+            return value
+        import warnings
+
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = compute()
+        if isinstance(value, dict):
+            msgs = sorted({str(w.message) for w in caught})
+            if msgs:
+                value = {**value, "warnings": msgs}
+        value = _jsonable(value)
+        self.put(key, h, value)
+        self.computed.append(key)
+        self.seconds[key.split("/")[0]] = self.seconds.get(key.split("/")[0], 0.0) + time.perf_counter() - t0
+        return value
+
+    def npz_path(self, key: str, h: str) -> str:
+        return self._path(f"{key}-{h}", ".npz")
+
+
+# ------------------------------------------------------------------------------------------ measures
+def _subspace_unit(r, eps_grid):
+    from .subspace import similarity_curve
+
+    c = similarity_curve(r, eps=list(eps_grid))
+    d = c.to_dict()
+    return {"eps": d["eps"], "similarity": d["similarity"], "size_x": d["size_x"], "size_y": d["size_y"],
+            "max_epsilon": c.max_epsilon, "n_x": c.n_x, "n_y": c.n_y, "n_samples": c.n_samples,
+            "dead_x": len(c.dead_x), "dead_y": len(c.dead_y),
+            "samples_per_neuron": c.n_samples / max(1, c.n_x + c.n_y)}
+
+
+def _simple_unit(r, eps, max_units):
+    from .simple import simple_matches
+
+    if r.n_x + r.n_y > max_units:
+        return {"eps": eps, "skipped": f"layer has {r.n_x + r.n_y} units > simple_max_units={max_units}"}
+    s = simple_matches(r, eps=eps)
+    dist = s.size_distribution()
+    return {"eps": eps, "n_matches": len(s.matches), "sizes": s.sizes.tolist(),
+            "size_distribution": [[kx, ky, n] for (kx, ky), n in dist.items()],
+            "maximum_similarity": s.maximum.similarity, "maximum_size": len(s.maximum.x) + len(s.maximum.y)}
+
+
+def _alignment_unit(r, *, keep_matrix: bool, max_matrix: int = 128):
+    from .alignment import bipartite_match
+    from .stats import correlation_from_reduction
+
+    stats = correlation_from_reduction(r)
+    b = bipartite_match(r)
+    sc = b.sorted_curve()
+    out = {"semi_mean": b.semi.mean, "bipartite_mean": b.mean, "agree": b.agree, "agreement": b.agreement,
+           "n_matched": int(b.x.size), "chance": b.chance, "semi_distinct_y": b.semi.n_distinct_y,
+           "sorted_semi": sc.get("semi"), "sorted_bipartite": sc.get("bipartite"), "n_x": b.n_x, "n_y": b.n_y}
+    if keep_matrix:
+        S = np.nan_to_num(np.asarray(stats.between, dtype=float))
+        k = min(max_matrix, b.x.size)
+        order = np.argsort(-b.values, kind="stable")[:k]  # the best-matched units first
+        xs, ys = b.x[order], b.y[order]
+        out["permuted_matrix"] = np.round(S[np.ix_(xs, ys)], 3).tolist()
+        out["permuted_matrix_note"] = (f"correlations between the {k} best bipartite-matched units of A (rows, "
+                                       "sorted by matched correlation) and their partners in B (columns)")
+    return out
+
+
+def _reference_unit(r):
+    from .reference import linear_cka, procrustes_distance, pwcca, svcca
+
+    out = {}
+    for name, f in (("linear_cka", linear_cka), ("svcca", svcca), ("pwcca", pwcca), ("procrustes", procrustes_distance)):
+        try:
+            out[name] = f(r).value
+        except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. too few samples for CCA
+            out[name] = None
+            out[f"{name}_error"] = str(exc)
+    return out
+
+
+def _untrained_unit(r, eps_grid):
+    from .alignment import bipartite_match
+    from .reference import linear_cka
+
+    sub = _subspace_unit(r, eps_grid)
+    b = bipartite_match(r)
+    return {"similarity": sub["similarity"], "max_epsilon": sub["max_epsilon"], "dead_y": sub["dead_y"],
+            "semi_mean": b.semi.mean, "bipartite_mean": b.mean, "linear_cka": linear_cka(r).value}
+
+
+def _live(X):
+    return np.flatnonzero(X.std(axis=0) > 1e-12)
+
+
+def _shuffled_unit(X, Y, eps_grid, n_perm, seed):
+    """Shuffled-row null of the similarity curve, semi/bipartite matching and linear CKA (spec/convergent-learning §5).
+
+    The same permutations as :func:`repmatch.permutation_test` and :func:`repmatch.similarity_curve_null`
+    with ``rng=seed`` (one ``rng.permutation`` of Y's rows per draw), but one reduction per permutation
+    serves all four statistics instead of four passes over the rows; p-values as in :mod:`repmatch.nulls`.
+    """
+    import warnings
+
+    from ._validate import RepmatchWarning
+    from .alignment import bipartite_match
+    from .nulls import _p_value
+    from .reduce import Reduction
+    from .reference import linear_cka
+    from .subspace import similarity_curve
+
+    def stats(r):
+        b = bipartite_match(r)
+        return similarity_curve(r, eps=list(eps_grid)).similarity, b.semi.mean, b.mean, linear_cka(r).value
+
+    obs_curve, *obs = stats(Reduction.from_arrays(X, Y))
+    g = np.random.default_rng(seed)
+    null_curve = np.empty((n_perm, len(eps_grid)))
+    null = np.empty((n_perm, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepmatchWarning)
+        for k in range(n_perm):
+            c, *v = stats(Reduction.from_arrays(X, Y[g.permutation(Y.shape[0])]))
+            null_curve[k], null[k] = c, v
+    out = {"eps": list(eps_grid), "n_permutations": n_perm, "n_rows": int(X.shape[0]),
+           "observed_similarity": np.asarray(obs_curve).tolist(),
+           "similarity_null_mean": null_curve.mean(axis=0).tolist(),
+           "similarity_null_std": null_curve.std(axis=0).tolist(),
+           "similarity_p": [_p_value(o, null_curve[:, i], "greater") for i, o in enumerate(obs_curve)]}
+    for i, name in enumerate(("semi_match", "bipartite_match", "linear_cka")):
+        out[name] = {"observed": obs[i], "null_mean": float(null[:, i].mean()),
+                     "null_std": float(null[:, i].std()),
+                     "p_value": _p_value(obs[i], null[:, i], "greater")}
+    return out
+
+
+def _sparse_unit(train, test, alphas, sample=None, tol=1e-6, max_iter=500):
+    """Sparse prediction fitted on the first half of the test images, scored on the second half.
+
+    When a unit is constant on one half (sparse or nearly dead ReLUs), fall back to the in-memory sample
+    (``sample()`` -> arrays) without the units that are constant there, with a seeded random split of its rows.
+    """
+    from .sparse import sparse_prediction
+
+    split = "halves of the test images (fit on the first, scored on the second)"
+    dropped = None
+    try:
+        res = sparse_prediction(train, test=test, alphas=list(alphas), tol=tol, max_iter=max_iter)
+    except ValueError as exc:
+        if sample is None:
+            return {"alphas": list(alphas), "skipped": str(exc)}
+        from .reduce import Reduction
+
+        X, Y = sample()  # rows are random (image, position) draws, so its two halves are a random split
+        h = X.shape[0] // 2
+        lx = np.intersect1d(_live(X[:h]), _live(X[h:]))
+        ly = np.intersect1d(_live(Y[:h]), _live(Y[h:]))
+        dropped = [int(X.shape[1] - lx.size), int(Y.shape[1] - ly.size)]
+        split = (f"halves of the in-memory sample's rows (conv layers: random (image, position) draws with "
+                 f"replacement; FC layers: two halves of the images), because the halves of the test images "
+                 f"failed ({exc}); units "
+                 f"constant on either half dropped (A: {dropped[0]}, B: {dropped[1]})")
+        try:
+            if not (lx.size and ly.size):
+                raise ValueError("no unit is live on both halves of the sample")
+            res = sparse_prediction(Reduction.from_arrays(X[:h, lx], Y[:h, ly]),
+                                    test=Reduction.from_arrays(X[h:, lx], Y[h:, ly]), alphas=list(alphas), tol=tol,
+                                    max_iter=max_iter)
+        except ValueError as exc2:
+            return {"alphas": list(alphas), "skipped": f"{exc}; on the in-memory sample: {exc2}"}
+    out = {"alphas": list(alphas), "n_train": None, "n_test": None, "split": split, "dropped_units": dropped}
+    for d in ("x_to_y", "y_to_x"):
+        p = getattr(res, d)
+        out[d] = {"mean_fvu": p.mean_fvu.tolist(), "mean_nonzero": p.mean_nonzero.tolist(),
+                  "median_nonzero": (np.median(p.n_nonzero, axis=1).tolist() if p.n_nonzero.shape[1]
+                                     else [0.0] * len(alphas)),
+                  "n_inputs": int(p.weights[0].shape[0]) if len(p.weights) else 0,
+                  "converged": bool(np.all(p.converged))}
+        out["n_train"], out["n_test"] = int(p.n_train), int(p.n_test)
+    out["mutual_pairs"] = [len(pairs) for pairs in res.mutual_pairs]
+    return out
+
+
+def _clusters_unit(r, n_clusters, seed):
+    from .clusters import spectral_clusters
+
+    live = r.n_x + r.n_y
+    k = max(2, min(n_clusters, live // 2))
+    c = spectral_clusters(r, n_clusters=k, n_random=100, rng=seed)
+    d = c.to_dict()
+    base = d.get("baseline") or {}
+    return {"n_clusters": c.n_clusters, "count_x": np.asarray(c.count_x).tolist(),
+            "count_y": np.asarray(c.count_y).tolist(), "within": d.get("within_score"),
+            "between": d.get("between_score"), "mixed_share": d.get("mixed_share"), "baseline": base}
+
+
+def _mi_unit(X, Y, max_units):
+    from .alignment import bipartite_match
+
+    if X.shape[1] > max_units or Y.shape[1] > max_units:
+        return {"skipped": f"layer has more than mi_max_units={max_units} units"}
+    b = bipartite_match(X, Y, measure="mi")
+    c = bipartite_match(X, Y)
+    same = len(set(zip(b.semi.x.tolist(), b.semi.y.tolist())) & set(zip(c.semi.x.tolist(), c.semi.y.tolist())))
+    return {"semi_mean": b.semi.mean, "bipartite_mean": b.mean, "chance": b.chance, "agree": b.agree,
+            "n_rows": int(X.shape[0]), "semi_pairs_shared_with_correlation": same, "n_x": b.n_x}
+
+
+# ------------------------------------------------------------------------------------------ the pipeline
+def _versions() -> dict:
+    import scipy
+
+    from . import __version__
+
+    out = {"repmatch": __version__, "python": platform.python_version(), "numpy": np.__version__,
+           "scipy": scipy.__version__, "platform": platform.platform()}
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def _progress(iterable, *, total, desc, enabled):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, total=total, desc=desc)
+
+
+def _say(cfg, msg):
+    if cfg.progress:
+        print(f"[reproduce] {msg}", file=sys.stderr, flush=True)
+
+
+def run(config: ReproduceConfig) -> dict:
+    """Run (or resume) the reproduce pipeline for ``config``; write and return ``results.json``'s dict."""
+    from . import activations
+    from .io import load_reductions, save_reductions
+    from .nets import BatchLoader, build_model, load_checkpoint, load_dataset, train_seeds
+
+    cfg = config
+    t_start = time.perf_counter()
+    out = cfg.out
+    os.makedirs(out, exist_ok=True)
+    cache = _Cache(os.path.join(out, "cache"))
+
+    # ---- 1. train (resumable inside train()); the directory is named after the training config so that
+    # changing --epochs/--width/--n-train trains new networks instead of clashing with old checkpoints.
+    train_cfg = {"arch": cfg.arch, "dataset": cfg.dataset, "epochs": cfg.epochs, "width": cfg.width,
+                 "n_train": cfg.n_train, "n_test": cfg.n_test}
+    nets_dir = os.path.join(out, "nets", "train-" + _hash(train_cfg)[:10])
+    os.makedirs(nets_dir, exist_ok=True)
+    atomic_write_text(os.path.join(nets_dir, "train-config.json"), json.dumps(train_cfg, indent=2))
+    need_training = [s for s in cfg.seeds if not _finished(os.path.join(nets_dir, f"seed{s}"), cfg.epochs)]
+    if need_training:
+        _say(cfg, f"training {cfg.arch} on {cfg.dataset}, seeds {need_training}, {cfg.epochs} epochs -> {nets_dir}")
+        t0 = time.perf_counter()
+        train_seeds(cfg.arch, cfg.dataset, need_training, out=nets_dir, epochs=cfg.epochs, width=cfg.width,
+                    n_train=cfg.n_train, n_test=cfg.n_test, data_dir=cfg.data_dir, device=cfg.device,
+                    progress=cfg.progress)
+        cache.seconds["train"] = time.perf_counter() - t0
+    models, infos, ckpt_hash = {}, {}, {}
+    for s in cfg.seeds:
+        path = os.path.join(nets_dir, f"seed{s}", "best.pt")
+        models[s], infos[s] = load_checkpoint(path, device=cfg.device)
+        ckpt_hash[s] = _file_hash(path)
+    info0 = infos[cfg.seeds[0]]
+    data_info = info0["data"]
+
+    # ---- 2. the test images, preprocessed exactly as in training (as `repmatch extract` does).
+    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=data_info["image_size"], n_train=cfg.n_train,
+                        n_test=cfg.n_test)
+    data.mean = np.asarray(data_info["mean"], dtype=np.float32)
+    data.std = np.asarray(data_info["std"], dtype=np.float32)
+    n_test = len(data.y_test)
+    half = n_test // 2
+
+    def loader(lo, hi):
+        return BatchLoader(data.x_test[lo:hi], data.y_test[lo:hi], data.mean, data.std, batch_size=cfg.batch_size)
+
+    data_key = {"dataset": cfg.dataset, "n_test": n_test, "n_train": cfg.n_train, "image_size": data_info["image_size"],
+                "batch_size": cfg.batch_size}
+    layer_names = list(activations.resolve_layers(models[cfg.seeds[0]]))
+
+    def untrained(b):
+        model = build_model(seed=UNTRAINED_SEED_OFFSET + b, **info0["model_kwargs"]).to(cfg.device)
+        return model.eval()
+
+    # ---- lazy, cached resources: reductions (two halves of the test images, merged for the full set)
+    # and in-memory row samples.
+    memo: dict = {}
+
+    def reductions(a, b, null: bool):
+        key = ("red", a, b, null)
+        if key in memo:
+            return memo[key]
+        deps = {"a": ckpt_hash[a], "b": (UNTRAINED_SEED_OFFSET + b, info0["model_kwargs"]) if null else ckpt_hash[b],
+                "data": data_key, "conv_mode": cfg.conv_mode}
+        h = _hash(deps)
+        name = f"reductions-{'untrained' if null else 'trained'}-{a}-{b}"
+        halves = []
+        for part, (lo, hi) in enumerate(((0, half), (half, n_test))):
+            path = cache.npz_path(f"{name}-half{part}", h)
+            if os.path.exists(path):
+                reds, _ = load_reductions(path)
+                cache.reused.append(f"{name}-half{part}")
+            else:
+                _say(cfg, f"reducing seed {a} vs {'untrained ' if null else 'seed '}{b}, test images {lo}..{hi}")
+                mb = untrained(b) if null else models[b]
+                t0 = time.perf_counter()
+                reds = activations.reduce_pair(models[a], mb, loader(lo, hi), layer_names, conv_mode=cfg.conv_mode,
+                                               device=cfg.device, progress=cfg.progress)
+                cache.seconds["reduce"] = cache.seconds.get("reduce", 0.0) + time.perf_counter() - t0
+                save_reductions(path, reds, metadata=deps)
+                cache.computed.append(f"{name}-half{part}")
+            halves.append(reds)
+        full = {k: halves[0][k].merge(halves[1][k]) for k in layer_names}
+        memo[key] = (full, halves[0], halves[1])
+        return memo[key]
+
+    def sample(a, b):
+        key = ("sample", a, b)
+        if key in memo:
+            return memo[key]
+        n_batches = -(-n_test // cfg.batch_size)
+        k = max(1, -(-cfg.sample_rows // n_batches))
+        deps = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "k": k}
+        path = cache.npz_path(f"sample-{a}-{b}", _hash(deps))
+        if os.path.exists(path):
+            with np.load(path) as f:
+                arrs = {layer: (f[f"{i}_x"].astype(np.float64), f[f"{i}_y"].astype(np.float64))
+                        for i, layer in enumerate(layer_names)}
+            cache.reused.append(f"sample-{a}-{b}")
+        else:
+            _say(cfg, f"sampling rows of seeds {a} and {b} for the shuffled null")
+            xa = activations.extract(models[a], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
+                                     device=cfg.device, sample_seed=0)
+            xb = activations.extract(models[b], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
+                                     device=cfg.device, sample_seed=0)
+            arrs = {layer: (np.asarray(xa[layer], dtype=np.float32)[:cfg.sample_rows].astype(np.float64),
+                            np.asarray(xb[layer], dtype=np.float32)[:cfg.sample_rows].astype(np.float64))
+                    for layer in layer_names}
+            # float32 on disk loses nothing: the activations come from float32 forward passes.
+            atomic_savez(path, **{f"{i}_{s}": arrs[layer][j].astype(np.float32) for i, layer in enumerate(layer_names)
+                                  for j, s in enumerate("xy")})
+            cache.computed.append(f"sample-{a}-{b}")
+        memo[key] = arrs
+        return arrs
+
+    # ---- 3. units of work per pair and layer
+    pairs = list(itertools.combinations(cfg.seeds, 2))
+    results_pairs = []
+    bar = _progress(range(len(pairs) * len(layer_names)), total=len(pairs) * len(layer_names),
+                    desc="pairs x layers", enabled=cfg.progress)
+    bar_iter = iter(bar)
+    for pi, (a, b) in enumerate(pairs):
+        base = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "conv_mode": cfg.conv_mode}
+        null_base = {**base, "b": (UNTRAINED_SEED_OFFSET + b, info0["model_kwargs"])}
+        n_batches = -(-n_test // cfg.batch_size)
+        sample_base = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key,
+                       "k": max(1, -(-cfg.sample_rows // n_batches)), "rows": cfg.sample_rows}
+        per_layer = {}
+        for layer in layer_names:
+            p = f"pair{a}-{b}/{layer}"
+            full = lambda: reductions(a, b, False)[0][layer]  # noqa: E731
+            L = {}
+            L["subspace"] = cache.unit(f"subspace/{p}", {**base, "eps": cfg.eps_grid},
+                                       lambda: _subspace_unit(full(), cfg.eps_grid))
+            L["simple"] = cache.unit(f"simple/{p}", {**base, "eps": cfg.simple_eps, "max": cfg.simple_max_units},
+                                     lambda: _simple_unit(full(), cfg.simple_eps, cfg.simple_max_units))
+            L["alignment"] = cache.unit(f"alignment/{p}", {**base, "matrix": pi == 0},
+                                        lambda: _alignment_unit(full(), keep_matrix=pi == 0))
+            L["reference"] = cache.unit(f"reference/{p}", base, lambda: _reference_unit(full()))
+            L["untrained"] = cache.unit(f"untrained/{p}", {**null_base, "eps": cfg.eps_grid},
+                                        lambda: _untrained_unit(reductions(a, b, True)[0][layer], cfg.eps_grid))
+            L["shuffled"] = cache.unit(
+                f"shuffled/{p}", {**sample_base, "eps": cfg.eps_grid, "perm": cfg.permutations},
+                lambda: _shuffled_unit(*sample(a, b)[layer], cfg.eps_grid, cfg.permutations, seed=pi))
+            L["sparse"] = cache.unit(f"sparse/{p}", {**base, **sample_base, "alphas": cfg.alphas},
+                                     lambda: _sparse_unit(reductions(a, b, False)[1][layer],
+                                                          reductions(a, b, False)[2][layer], cfg.alphas,
+                                                          sample=lambda: sample(a, b)[layer]))
+            L["clusters"] = cache.unit(f"clusters/{p}", {**base, "k": cfg.n_clusters},
+                                       lambda: _clusters_unit(full(), cfg.n_clusters, seed=pi))
+            L["mi"] = cache.unit(f"mi/{p}", {**sample_base, "max": cfg.mi_max_units},
+                                 lambda: _mi_unit(*sample(a, b)[layer], cfg.mi_max_units))
+            per_layer[layer] = L
+            next(bar_iter, None)
+        results_pairs.append({"a": a, "b": b, "layers": per_layer})
+        for k in [k for k in memo if k[1:3] == (a, b)]:
+            del memo[k]  # free the pair's reductions and samples
+    if hasattr(bar, "close"):
+        bar.close()
+
+    # ---- 4. layer x layer heatmap between the first two seeds
+    heat = None
+    if cfg.heatmap:
+        a, b = cfg.seeds[0], cfg.seeds[1]
+
+        def heatmap():
+            from .reference import linear_cka
+
+            _say(cfg, f"layer x layer heatmap, seed {a} vs seed {b} (avgpool)")
+            reds = activations.reduce_pair(models[a], models[b], loader(0, n_test), layer_names, pairs="all",
+                                           conv_mode="avgpool", device=cfg.device, progress=cfg.progress)
+            M = np.full((len(layer_names), len(layer_names)), np.nan)
+            keys = list(reds)
+            for key in keys:
+                la, lb = _split_pair_key(key, layer_names)
+                M[layer_names.index(la), layer_names.index(lb)] = linear_cka(reds[key]).value
+            return {"a": a, "b": b, "measure": "linear_cka", "conv_mode": "avgpool", "layers": layer_names,
+                    "matrix": M.tolist()}
+
+        heat = cache.unit("heatmap", {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key}, heatmap)
+
+    # ---- 5. results.json
+    layers_info = []
+    first = results_pairs[0]["layers"]
+    for layer in layer_names:
+        s = first[layer]["subspace"]
+        layers_info.append({"name": layer, "n_units": s["n_x"], "n_samples": s["n_samples"],
+                            "samples_per_neuron": s["samples_per_neuron"]})
+    networks = {}
+    for s in cfg.seeds:
+        inf = infos[s]
+        networks[str(s)] = {"seed": s, "test_acc": float(inf.get("best_test_acc", inf.get("test_acc", float("nan")))),
+                            "best_epoch": int(inf.get("best_epoch", inf.get("epoch", 0))),
+                            "epochs": int(inf["config"]["epochs"]),
+                            "checkpoint": os.path.relpath(os.path.join(nets_dir, f"seed{s}", "best.pt"), out),
+                            "sha256_20": ckpt_hash[s]}
+    results = {
+        "format": RESULTS_FORMAT,
+        "question": "Do networks trained from different seeds learn the same representation, and at what granularity?",
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+        "seeds": list(cfg.seeds),
+        "pairs": [[a, b] for a, b in pairs],
+        "authors_eps": list(AUTHORS_EPS),
+        "eps_grid": list(cfg.eps_grid),
+        "untrained_seed_offset": UNTRAINED_SEED_OFFSET,
+        "data": {**{k: v for k, v in data_info.items() if k not in ("mean", "std")}, "n_test_used": n_test,
+                 "split_for_sparse": [half, n_test - half]},
+        "networks": networks,
+        "layers": layers_info,
+        "results": results_pairs,
+        "heatmap": heat,
+        "provenance": {"computed": list(cache.computed), "reused": list(cache.reused),
+                       "seconds": time.perf_counter() - t_start,
+                       "seconds_by_unit": dict(cache.seconds),
+                       "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
+    results = _jsonable(results)
+    atomic_write_text(os.path.join(out, "results.json"), json.dumps(results, indent=1))
+    return results
+
+
+def _split_pair_key(key: str, layer_names) -> tuple:
+    """Split a ``pairs="all"`` reduction key ``"layerA|layerB"`` into its two layer names."""
+    la, sep, lb = str(key).partition("|")
+    if not sep or la not in layer_names or lb not in layer_names:
+        raise ValueError(f"cannot split reduction key {key!r} into two layer names")
+    return la, lb
+
+
+def _finished(seed_dir: str, epochs: int) -> bool:
+    """Whether ``seed_dir`` holds a finished training run (train.json lists ``epochs`` epochs)."""
+    path = os.path.join(seed_dir, "train.json")
+    if not (os.path.exists(path) and os.path.exists(os.path.join(seed_dir, "best.pt"))):
+        return False
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return len(doc.get("history", [])) >= epochs
+
+
+def reproduce(arch: str = "smallcnn", dataset: str = "digits", seeds=(0, 1, 2), *, report: bool = True,
+              **kwargs) -> dict:
+    """Train (or load) one network per seed and compare every pair of seeds at every ReLU layer.
+
+    Parameters
+    ----------
+    arch : str
+        Architecture (``repmatch.nets.ARCHITECTURES``; ``small-cnn`` is accepted for ``smallcnn``).
+    dataset : str
+        ``digits`` (bundled), ``mnist``, ``fashion-mnist`` or ``cifar10`` (``data_dir``).
+    seeds : sequence of int
+        At least two; every pair is compared.
+    report : bool
+        Also build the CSV tables, figures and report.html (:func:`repmatch.report.build.build_report`).
+    **kwargs
+        Fields of :class:`ReproduceConfig`: ``epochs`` (default 10 for smallcnn, 30 otherwise), ``out``
+        (default ``runs/<arch>-<dataset>``), ``width``, ``n_train``, ``n_test``, ``data_dir``, ``device``,
+        ``eps_grid``, ``simple_eps`` (0.25), ``permutations`` (10, shuffled null), ``conv_mode``
+        (positions), ``sample_rows`` (10,000 rows per layer for the in-memory nulls), ``alphas``,
+        ``n_clusters``, ``mi_max_units``, ``simple_max_units``, ``heatmap``, ``batch_size``, ``progress``.
+
+    Returns
+    -------
+    dict
+        The content of ``OUT/results.json``.
+    """
+    cfg = ReproduceConfig(arch=arch, dataset=dataset, seeds=seeds, **kwargs)
+    results = run(cfg)
+    if report:
+        from .report.build import build_report
+
+        build_report(cfg.out, results=results)
+    return results
+
+
+def load_results(run_dir) -> dict:
+    """Read ``run_dir/results.json`` (or a path to the file itself)."""
+    path = os.fspath(run_dir)
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"run: no results.json at {path} (run `repmatch reproduce --out DIR` first)")
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    if doc.get("format") != RESULTS_FORMAT:
+        raise ValueError(f"run: {path} is not a repmatch reproduce results file (format {RESULTS_FORMAT})")
+    return doc

@@ -162,3 +162,15 @@ def test_add_moments_equals_update_and_checks_its_input(rng):
         r.add_moments(0, np.zeros(5), np.zeros((5, 5)))
     with pytest.raises(ValueError, match="needs a 'gram' reduction"):
         Reduction(3, 2, method="qr").add_moments(10, np.zeros(5), np.zeros((5, 5)))
+
+
+def test_atomic_writes_leave_usual_permissions(tmp_path):
+    from repmatch._atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ._atomic import atomic_savez, atomic_write_bytes, atomic_write_json
 from .reduce import Reduction
 
 __all__ = [
@@ -539,12 +541,9 @@ class _ChunkWriter:
     def add(self, net: str, batch_index: int, acts: dict) -> None:
         for layer, arr in acts.items():
             rel = os.path.join(net, layer, f"{batch_index:06d}.npy")
-            path = os.path.join(self.dir, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npy")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write_bytes(os.path.join(self.dir, rel), buf.getvalue())
             entry = self.layers[net].setdefault(layer, {"rows": 0, "neurons": int(arr.shape[1]),
                                                          "dtype": str(arr.dtype), "chunks": []})
             entry["rows"] += int(arr.shape[0])
@@ -552,12 +551,7 @@ class _ChunkWriter:
 
     def finish(self) -> str:
         manifest = {"format": SAVED_FORMAT, **self.meta, "networks": self.layers}
-        path = os.path.join(self.dir, "manifest.json")
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=2)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(os.path.join(self.dir, "manifest.json"), manifest, indent=2)
 
 
 def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
@@ -736,6 +730,4 @@ def saved_to_npz(directory, network: str, path) -> None:
 
 def save_activations_npz(activations: dict, path) -> None:
     """Write ``{layer: ndarray}`` (e.g. from :func:`extract`) to one ``.npz`` atomically."""
-    from .io import atomic_savez
-
     atomic_savez(path, **{k: np.asarray(v) for k, v in activations.items()})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import tempfile
 
 __all__ = ["HtmlReport"]
 
@@ -81,14 +80,9 @@ class HtmlReport:
         )
 
     def write(self, path) -> str:
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".html")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(self.render())
-        os.replace(tmp, path)
-        return path
+        from .._atomic import atomic_write_text
+
+        return atomic_write_text(path, self.render())
 
 
 _NUMBER = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?%?( \(.*\))?$|^[–-]$")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 
 import numpy as np
 
@@ -229,20 +228,16 @@ def fig_sparse_prediction(alphas, fvu, nonzero, *, n_inputs=None, layer="", titl
 
 def save_figure(fig, base_path) -> dict:
     """Write ``base_path.png`` and ``base_path.svg`` atomically; return paths and the SVG text."""
+    from .._atomic import atomic_write_bytes
+
     plt = _plt()
     base_path = os.fspath(base_path)
-    directory = os.path.dirname(os.path.abspath(base_path))
-    os.makedirs(directory, exist_ok=True)
     out = {}
     for fmt in ("png", "svg"):
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=110)
         data = buf.getvalue()
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="." + fmt)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, f"{base_path}.{fmt}")
-        out[fmt] = f"{base_path}.{fmt}"
+        out[fmt] = atomic_write_bytes(f"{base_path}.{fmt}", data)
         if fmt == "svg":
             out["svg_text"] = data.decode("utf-8")
     plt.close(fig)

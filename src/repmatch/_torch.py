@@ -50,7 +50,8 @@ def to_device(a, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
 
-def _as_batch(a, name: str, width: int, device) -> torch.Tensor:
+def _as_2d(a, name: str) -> torch.Tensor:
+    """``a`` as a 2-D tensor, left where it is (arrays wrapped without a copy); ValueError naming ``name``."""
     if not isinstance(a, torch.Tensor):
         a = np.asarray(a)
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
@@ -58,6 +59,11 @@ def _as_batch(a, name: str, width: int, device) -> torch.Tensor:
         a = torch.from_numpy(np.ascontiguousarray(a))
     if a.dim() != 2:
         raise ValueError(f"{name} must be 2-D (samples, neurons), got shape {tuple(a.shape)}")
+    return a
+
+
+def _as_batch(a, name: str, width: int, device) -> torch.Tensor:
+    a = _as_2d(a, name)
     if a.shape[1] != width:
         n = "n_x" if name == "x" else "n_y"
         raise ValueError(f"{name} must have {n}={width} columns, got shape {tuple(a.shape)}")
@@ -71,16 +77,7 @@ def _as_batch(a, name: str, width: int, device) -> torch.Tensor:
 def pair(X, Y) -> tuple:
     """X and Y as 2-D tensors with the same number of rows, left where they are (arrays wrapped
     without a copy); raises ValueError naming X or Y."""
-    out = []
-    for a, name in ((X, "X"), (Y, "Y")):
-        if not isinstance(a, torch.Tensor):
-            a = np.asarray(a)
-            if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-                raise ValueError(f"{name} must be a numeric array or tensor, got dtype {a.dtype}")
-            a = torch.from_numpy(np.ascontiguousarray(a))
-        if a.dim() != 2:
-            raise ValueError(f"{name} must be 2-D (samples, neurons), got shape {tuple(a.shape)}")
-        out.append(a)
+    out = [_as_2d(X, "X"), _as_2d(Y, "Y")]
     if out[0].shape[0] != out[1].shape[0]:
         raise ValueError(f"X and Y must have the same number of rows (the same inputs): X has shape "
                          f"{tuple(out[0].shape)}, Y has shape {tuple(out[1].shape)}")

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from ._atomic import atomic_savez, atomic_write_bytes, atomic_write_json
+from .io import SAVED_FORMAT, read_saved_manifest
 from .reduce import Reduction
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
 ]
 
 CONV_MODES = ("positions", "flatten", "avgpool", "sample:K")
-SAVED_FORMAT = "repmatch-activations-1"
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -674,20 +674,9 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
 
 
 # ---------------------------------------------------------------------------------------------- saved files
-def _read_manifest(directory) -> dict:
-    path = os.path.join(os.fspath(directory), "manifest.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"save directory {directory}: no manifest.json (extraction incomplete or wrong path)")
-    with open(path) as fh:
-        manifest = json.load(fh)
-    if manifest.get("format") != SAVED_FORMAT:
-        raise ValueError(f"{path} is not a repmatch activations manifest ({SAVED_FORMAT})")
-    return manifest
-
-
 def load_saved_activations(directory, network: str = "a", layers=None, *, mmap: bool = False) -> dict:
     """Concatenate the chunks saved by ``reduce_pair(save=...)``: ``{layer: ndarray}`` for one network."""
-    manifest = _read_manifest(directory)
+    manifest = read_saved_manifest(directory)
     nets = manifest["networks"]
     if network not in nets:
         raise ValueError(f"network must be one of {sorted(nets)}, got {network!r}")
@@ -707,7 +696,7 @@ def saved_to_npz(directory, network: str, path) -> None:
 
     Layers are written one at a time, so memory holds at most one layer's activations.
     """
-    manifest = _read_manifest(directory)
+    manifest = read_saved_manifest(directory)
     layers = list(manifest["networks"][network])
     path = os.fspath(path)
     target_dir = os.path.dirname(os.path.abspath(path))

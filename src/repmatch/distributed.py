@@ -27,7 +27,6 @@ Dask, distributed and zarr are imported on first use (``pip install repmatch[das
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 
 import numpy as np
@@ -341,11 +340,9 @@ def save_zarr(array, path, *, chunk_rows: int = 65536, overwrite: bool = False) 
 
 def saved_layers(directory) -> dict:
     """``{network: {layer: entry}}`` from the manifest of a ``repmatch extract --save DIR`` directory."""
-    path = os.path.join(os.fspath(directory), "manifest.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"directory {directory}: no manifest.json (extraction incomplete or wrong path)")
-    with open(path) as fh:
-        return json.load(fh).get("networks", {})
+    from .io import read_saved_manifest
+
+    return read_saved_manifest(directory).get("networks", {})
 
 
 def saved_layer(directory, network: str, layer: str):

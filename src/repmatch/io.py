@@ -28,6 +28,8 @@ from .reduce import Reduction
 __all__ = ["load_activations", "save_reductions", "load_reductions", "is_reduction_file", "atomic_savez"]
 
 _MARKER = "repmatch_reductions"
+#: Format tag of the manifest.json of a directory of chunked activations (``repmatch extract --save``).
+SAVED_FORMAT = "repmatch-activations-1"
 _FIELDS = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "r")
 
 
@@ -128,3 +130,17 @@ def load_reductions(path, name: str = "file") -> tuple[dict, dict]:
             out[layer] = Reduction._from_npz_dict(sub, f"{path}:{layer}")
         metadata = json.loads(str(f["metadata"])) if "metadata" in f.files else {}
     return out, metadata
+
+
+def read_saved_manifest(directory) -> dict:
+    """The ``manifest.json`` of a ``repmatch extract --save DIR`` directory (chunked activations)."""
+    import json
+
+    path = os.path.join(os.fspath(directory), "manifest.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"save directory {directory}: no manifest.json (extraction incomplete or wrong path)")
+    with open(path) as fh:
+        manifest = json.load(fh)
+    if manifest.get("format") != SAVED_FORMAT:
+        raise ValueError(f"{path} is not a repmatch activations manifest ({SAVED_FORMAT})")
+    return manifest

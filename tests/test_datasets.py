@@ -214,7 +214,8 @@ def test_augmentation_is_crop_of_padded_image_and_flip():
     assert all(a or b for a, b in zip(flipped, same)) and 10 < sum(flipped) < 54
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+# .ci/run installs the Debian package, so in CI (CI=true) this never skips.
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_found_automatically():
     d = load_dataset("fashion-mnist", n_train=100, n_test=50, image_size=32)

@@ -17,6 +17,9 @@ from repmatch.report.build import SECTIONS, build_report  # noqa: E402
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"),
                              shutil.which("google-chrome")) if p and os.path.exists(p)), None)
+# Outside CI a missing browser skips this file; in CI (.ci/run installs chromium) it is a failure.
+if CHROMIUM is None and os.environ.get("CI"):
+    raise RuntimeError("CI=true but headless Chromium is not installed (apt-get install -y chromium)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install -y chromium)")
 
 # Appended to a copy of the page: measures what the browser actually laid out and writes it into the DOM.

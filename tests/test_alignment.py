@@ -2,7 +2,6 @@
 
 import itertools
 import json
-import time
 import warnings
 
 import numpy as np
@@ -108,21 +107,17 @@ def test_chance_is_mean_of_between_matrix():
     assert s.chance == pytest.approx(S.mean(), abs=1e-12)
 
 
-def test_bipartite_512_units_well_under_a_second():
+def test_bipartite_recovers_a_planted_permutation_of_512_units():
+    # its speed (the "512 units well under a second") is measured in benchmarks/bench_alignment.py
     g = np.random.default_rng(0)
     n = 512
-    # match on a synthetic correlation-like matrix through the public API (moments of 2048 rows)
+    perm = g.permutation(n)
     X = g.standard_normal((2048, n))
-    Y = X[:, g.permutation(n)] + 2.0 * g.standard_normal((2048, n))
-    r = Reduction.from_arrays(X, Y)
-    from repmatch import correlation
-
-    correlation(r)  # statistics first: time the matching itself
-    t = time.perf_counter()
-    b = bipartite_match(r)
-    elapsed = time.perf_counter() - t
+    Y = X[:, perm] + 2.0 * g.standard_normal((2048, n))
+    b = bipartite_match(Reduction.from_arrays(X, Y))
     assert len(b.x) == 512 and len(set(b.y.tolist())) == 512
-    assert elapsed < 1.0, elapsed
+    recovered = np.mean(perm[b.y] == b.x)  # Y's column j copies X's column perm[j]
+    assert recovered > 0.99, recovered
 
 
 def test_sorted_curve_follows_the_semi_matching_order():

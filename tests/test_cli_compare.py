@@ -101,3 +101,11 @@ def test_permutation_null_beside_the_similarity(tmp_path, capsys):
     assert null["null_mean"][0] < data["subspace"]["similarity_curve"]["similarity"][0]
     assert data["bipartite"]["permutation_test"]["n_permutations"] == 9
     assert main(["compare", "--example", "--permutations", "-1"]) == 2
+
+
+def test_a_missing_extra_is_a_one_line_error():
+    code = "import sys; sys.modules['torch'] = None; from repmatch.cli import main; sys.exit(main(['reproduce']))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.startswith("repmatch reproduce: error:") and "needs PyTorch" in res.stderr
+    assert "Traceback" not in res.stderr

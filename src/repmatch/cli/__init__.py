@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: an extra is not installed
         print(f"repmatch {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ try:
     import torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
-        "repmatch.nets needs PyTorch: pip install 'repmatch[torch]' (CPU build: pip install torch)"
+        "repmatch.nets needs PyTorch: pip install 'repmatch[torch]' (install the CPU build of torch first where you have no GPU)"
     ) from exc
 
 from .architectures import ARCHITECTURES, VGG_CONFIGS, build_model, init_weights, input_size_for

@@ -82,22 +82,8 @@ def _pairs_dict(x, y, v):
 
 
 @dataclass(frozen=True)
-class SemiMatch:
-    """Semi-matching: each live unit of X paired with its most similar live unit of Y.
-
-    Attributes
-    ----------
-    x, y : ndarray of int
-        The pairs ``(x[k], y[k])``; ``x`` is sorted. Several entries of ``y`` may be equal.
-    values : ndarray
-        Similarity of each pair (correlation or MI in nats).
-    unmatched_x, unmatched_y : ndarray of int
-        X units left out (constant); Y units picked by nobody (constant ones included).
-    measure : str
-        ``"correlation"`` or ``"mi"``.
-    chance : float
-        Mean of the similarity matrix over live units: the expected value of a random pairing.
-    """
+class _UnitPairs:
+    """What semi- and bipartite matching share: pairs of units, their similarities, the leftovers."""
 
     x: np.ndarray
     y: np.ndarray
@@ -116,6 +102,25 @@ class SemiMatch:
     def mean(self) -> float:
         """Mean matched similarity (the authors' per-layer number); 0.0 when nothing is matched."""
         return float(self.values.mean()) if self.values.size else 0.0
+
+
+@dataclass(frozen=True)
+class SemiMatch(_UnitPairs):
+    """Semi-matching: each live unit of X paired with its most similar live unit of Y.
+
+    Attributes
+    ----------
+    x, y : ndarray of int
+        The pairs ``(x[k], y[k])``; ``x`` is sorted. Several entries of ``y`` may be equal.
+    values : ndarray
+        Similarity of each pair (correlation or MI in nats).
+    unmatched_x, unmatched_y : ndarray of int
+        X units left out (constant); Y units picked by nobody (constant ones included).
+    measure : str
+        ``"correlation"`` or ``"mi"``.
+    chance : float
+        Mean of the similarity matrix over live units: the expected value of a random pairing.
+    """
 
     @property
     def n_distinct_y(self) -> int:
@@ -140,7 +145,7 @@ class SemiMatch:
 
 
 @dataclass(frozen=True)
-class BipartiteMatch:
+class BipartiteMatch(_UnitPairs):
     """One-to-one matching maximising the total similarity.
 
     Attributes
@@ -159,24 +164,8 @@ class BipartiteMatch:
         Mean of the similarity matrix over live units (expected value of a random pairing).
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    values: np.ndarray
-    unmatched_x: np.ndarray
-    unmatched_y: np.ndarray
-    n_x: int
-    n_y: int
-    measure: str
-    chance: float
     agree: int
     semi: SemiMatch
-    n_samples: int
-
-    larger_is_more_similar = True
-
-    @property
-    def mean(self) -> float:
-        return float(self.values.mean()) if self.values.size else 0.0
 
     @property
     def agreement(self) -> float:

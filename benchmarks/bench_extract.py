@@ -4,8 +4,10 @@ Prints, for two networks fed the same images:
   * plain forward: both networks over the data, no hooks (what any extraction must pay);
   * extraction + reductions: ``repmatch.activations.reduce_pair`` (hooks on every ReLU, conv mode,
     streaming Gram reductions in float64) over the same data;
-  * their ratio (target <= 1.5x), for several conv modes; ``/overlap`` = reductions on a worker
-    thread overlapping the next batch's forward pass (``reduce_pair(overlap=True)``);
+  * their ratio (target <= 1.5x), for several conv modes, with reduce_pair's default settings
+    (overlap when torch leaves a core idle, reduction threads = the rest); for positions also
+    ``/sequential`` (``overlap=False``: each batch reduced before the next forward pass) and
+    ``/overlap`` (``overlap=True``: reductions on a worker thread during the next forward pass);
 and training throughput (images/s) of the authors' recipe.
 
 Run:  python benchmarks/bench_extract.py [--arch vgg11] [--width 0.25] [--images 2000] [--threads 1] [--quick]
@@ -99,13 +101,14 @@ def main(argv=None):
             b(xb)
 
     plain()  # warm up
-    # "positions/overlap": reductions on a worker thread overlapping the next forward pass.
-    modes = ("positions", "positions/overlap", "sample:1000", "avgpool")
+    modes = ("positions", "positions/sequential", "positions/overlap", "sample:1000", "avgpool")
+    overlap = {"sequential": False, "overlap": True}
     reds = {m: {} for m in modes}
     runs = {"plain": plain}
     for mode in modes:
         runs[mode] = (lambda m: lambda: reds[m].update(
-            reduce_pair(a, b, batches, conv_mode=m.split("/")[0], method="gram", overlap=m.endswith("/overlap"))))(mode)
+            reduce_pair(a, b, batches, conv_mode=m.split("/")[0], method="gram",
+                        overlap=overlap.get(m.partition("/")[2]))))(mode)
     # Interleaved rounds: plain, each mode, each bracketed by plain passes. Background load on a shared
     # machine drifts by tens of percent from second to second, so each mode's ratio is taken against
     # the plain passes measured right before and after it, and the median over rounds is reported.
@@ -128,7 +131,7 @@ def main(argv=None):
         rows = sum(x.n_samples for x in r.values())
         neurons = sum(x.n_x for x in r.values())
         med = float(np.median(ratios[mode]))
-        print(f"extraction + reductions [{mode:>17}]: {t:8.3f} s  ratio {med:5.2f}x median of "
+        print(f"extraction + reductions [{mode:>20}]: {t:8.3f} s  ratio {med:5.2f}x median of "
               f"{len(ratios[mode])} bracketed rounds (range {min(ratios[mode]):.2f}-{max(ratios[mode]):.2f})  "
               f"[{len(r)} ReLU layers, {neurons} neurons per network, {rows} rows reduced]")
     print()

@@ -10,6 +10,11 @@ Parts (each prints both times, the ratio NumPy time / torch time, and checks the
            Prints rows/s of both. Moments must agree to 1e-10 relative.
   curve  : a 20-point similarity curve on a 256 + 256 ReLU layer pair (10,000 samples), geometry
            on the device vs on the host. Sizes must be identical.
+  extract: ``reduce_pair`` of two vgg11 (``--width``) over ``--images`` random 32x32 images, every
+           ReLU in ``positions`` mode: models and reductions on the device (no activation crosses
+           to the host) vs models on the CPU with NumPy reductions. Prints images/s of both, the
+           ratio, and each side's ratio to its own plain forward pass. Moments must agree to 1e-6
+           relative (float32 convolutions differ between devices; the reductions are float64).
 
 Without a GPU it says so and runs on CPU torch: the ratio then measures torch-on-CPU against NumPy,
 not a GPU speed-up.
@@ -89,13 +94,57 @@ def bench_curve(device):
     assert same
 
 
+def _time_extract(where, width, host_batches, reduction_device=None):
+    """(plain forward time, reduce_pair time, reductions) for two vgg11 on ``where``."""
+    from repmatch.activations import reduce_pair
+    from repmatch.nets import build_model
+
+    a = build_model("vgg11", in_channels=1, width=width, seed=0).to(where).eval()
+    b = build_model("vgg11", in_channels=1, width=width, seed=1).to(where).eval()
+    batches = [xb.to(where) for xb in host_batches]
+
+    @torch.no_grad()
+    def plain():
+        for xb in batches:
+            a(xb)
+            b(xb)
+        _sync(where)
+
+    plain()  # warm-up
+    t0 = time.perf_counter()
+    plain()
+    t_plain = time.perf_counter() - t0
+    reduce_pair(a, b, batches[:1], reduction_device=reduction_device)  # warm-up
+    t0 = time.perf_counter()
+    reds = reduce_pair(a, b, batches, reduction_device=reduction_device)
+    _sync(where)
+    return t_plain, time.perf_counter() - t0, reds
+
+
+def bench_extract(device, width, images, batch=256):
+    x = torch.randn(images, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    host_batches = list(torch.split(x, batch))
+    # on a GPU the default puts the reductions there; on CPU torch ask for the torch backend explicitly
+    tp_d, tr_d, rd = _time_extract(device, width, host_batches, None if device.type != "cpu" else device)
+    tp_h, tr_h, rh = _time_extract(torch.device("cpu"), width, host_batches)
+    err = max(np.abs(rd[k].comoment - rh[k].comoment).max() / np.abs(rh[k].comoment).max() for k in rh)
+    where = {str(r.device) for r in rd.values()}
+    print(f"[extract] vgg11 width {width}, {images} images 32x32, every ReLU (positions): models on {device}, "
+          f"reductions on {', '.join(sorted(where))}: {images / tr_d:,.0f} images/s ({tr_d / tp_d:.2f}x its plain "
+          f"forward) | CPU + NumPy reductions: {images / tr_h:,.0f} images/s ({tr_h / tp_h:.2f}x its plain "
+          f"forward) | ratio {tr_h / tr_d:.2f}x | max rel. diff {err:.1e}")
+    assert err < 1e-6, f"moments differ: {err:.2e}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--neurons", type=int, default=256, help="neurons per layer (default 256 + 256)")
     ap.add_argument("--batch", type=int, default=65536)
-    ap.add_argument("--only", nargs="+", choices=("reduce", "curve"), default=("reduce", "curve"))
+    ap.add_argument("--width", type=float, default=0.5, help="vgg11 width multiplier of the extract part")
+    ap.add_argument("--images", type=int, default=2048, help="images of the extract part")
+    ap.add_argument("--only", nargs="+", choices=("reduce", "curve", "extract"), default=("reduce", "curve", "extract"))
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -109,6 +158,8 @@ def main():
         bench_reduce(device, args.rows, args.neurons, args.batch)
     if "curve" in args.only:
         bench_curve(device)
+    if "extract" in args.only:
+        bench_extract(device, args.width, args.images)
 
 
 if __name__ == "__main__":

@@ -201,8 +201,8 @@ def test_overlap_gives_identical_numbers_and_errors_propagate():
     a, b = nets()
     data = images(n=80, batch=16)
     for mode in ("positions", "avgpool"):
-        seq = reduce_pair(a, b, data, conv_mode=mode, overlap=False)
-        par = reduce_pair(a, b, data, conv_mode=mode, overlap=True)
+        seq = reduce_pair(a, b, data, conv_mode=mode, overlap=False, threads=2)
+        par = reduce_pair(a, b, data, conv_mode=mode, overlap=True, threads=2)
         for k in seq:
             assert np.array_equal(seq[k].comoment, par[k].comoment) and np.array_equal(seq[k].mean, par[k].mean)
 
@@ -218,7 +218,7 @@ def test_overlap_gives_identical_numbers_and_errors_propagate():
     import repmatch.activations as act
 
     calls = []
-    real = act._add_centred
+    real = act.Reduction._update
 
     def failing(*args):
         calls.append(1)
@@ -227,7 +227,7 @@ def test_overlap_gives_identical_numbers_and_errors_propagate():
         return real(*args)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(act, "_add_centred", failing)
+    mp.setattr(act.Reduction, "_update", failing)
     try:
         with pytest.raises(FloatingPointError, match="worker failed"):  # raised on the worker thread
             reduce_pair(a, b, data, layers="features.1", overlap=True)
@@ -315,3 +315,49 @@ def test_loader_forms_and_device():
         extract(a, ["not a tensor"])
     with pytest.raises(ValueError, match="no batches"):
         extract(a, [])
+
+
+class AddOneInPlace(nn.Module):
+    def forward(self, x):
+        return x.add_(1.0)
+
+
+def test_outputs_overwritten_in_place_later_are_detected_and_copied():
+    # Without overlap the reductions read the modules' outputs in place; a later in-place op on a
+    # recorded output (here +1 after the ReLU) moves its version counter, the layer is switched to
+    # copying and the batch is run again: the numbers are those of the ReLU output itself.
+    def net(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), AddOneInPlace(), nn.Conv2d(4, 3, 3), nn.ReLU())
+
+    a, b = net(0), net(1)
+    data = images(n=48, batch=16)
+    reds = reduce_pair(a, b, data, layers=["1", "4"], overlap=False)
+    for layer in ("1", "4"):
+        ref = repmatch.Reduction.from_arrays(extract(a, data, layer)[layer], extract(b, data, layer)[layer])
+        np.testing.assert_allclose(reds[layer].comoment, ref.comoment, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(reds[layer].mean, ref.mean, rtol=1e-12)
+    plain = [t for t, _ in data]
+    with torch.no_grad():
+        relu_mean = torch.cat([torch.relu(a[0](x)) for x in plain]).mean(dim=(0, 2, 3)).double().numpy()
+    np.testing.assert_allclose(reds["1"].mean[:4], relu_mean, rtol=1e-6)  # not shifted by the +1
+    assert hook_count(a) == hook_count(b) == 0
+
+
+def test_threads_and_reduction_device_give_the_same_moments(monkeypatch):
+    import repmatch.reduce as red
+
+    monkeypatch.setattr(red, "_CHUNK_DOUBLES", 64)  # many row chunks per batch, so threads split them
+    monkeypatch.setattr(red, "_MIN_CHUNK_ROWS", 16)
+    a, b = nets()
+    data = images(n=64, batch=32)
+    one = reduce_pair(a, b, data, threads=1, overlap=False)
+    two = reduce_pair(a, b, data, threads=2, overlap=False)
+    dev = reduce_pair(a, b, data, reduction_device="cpu")  # float64 torch accumulators
+    assert all(r.device is None for r in one.values()) and all(str(r.device) == "cpu" for r in dev.values())
+    for k in one:
+        np.testing.assert_allclose(two[k].comoment, one[k].comoment, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dev[k].comoment, one[k].comoment, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dev[k].mean, one[k].mean, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        reduce_pair(a, b, data, threads=0)

@@ -66,7 +66,7 @@ def test_extract_options(runs, tmp_path, capsys):
     assert "features.3" in capsys.readouterr().out
     out = tmp_path / "all.npz"
     assert main(["extract", "--checkpoint", a, "--checkpoint", b, "--layers", "features.3", "classifier.1",
-                 "--pairs", "all", "--conv-mode", "avgpool", "--n-images", "64", "--method", "qr", "--overlap", "--out", str(out),
+                 "--pairs", "all", "--conv-mode", "avgpool", "--n-images", "64", "--method", "qr", "--overlap", "on", "--threads", "2", "--out", str(out),
                  "--quiet"]) == 0
     reds, meta = rio.load_reductions(out)
     assert sorted(reds) == sorted(["features.3|features.3", "features.3|classifier.1", "classifier.1|features.3",

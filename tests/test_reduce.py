@@ -174,3 +174,95 @@ def test_atomic_writes_leave_usual_permissions(tmp_path):
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o644
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+# ---------------------------------------------------------------- the chunked batch kernel (shifted_moments)
+def _rows_of(conv):
+    """(B, C, *spatial) -> (B * positions, C), image-major: the papers' positions convention."""
+    return conv.reshape(conv.shape[0], conv.shape[1], -1).transpose(0, 2, 1).reshape(-1, conv.shape[1])
+
+
+@pytest.mark.parametrize("chunk_doubles, min_rows", [(131072, 256), (40, 3), (200, 7), (10**9, 1)])
+def test_conv_outputs_equal_their_rows_for_every_chunking(rng, monkeypatch, chunk_doubles, min_rows):
+    # Chunks of several images, of one image, of part of an image (runs along the positions), and
+    # the whole batch at once: all give the moments of the (image, position) rows.
+    import repmatch.reduce as red
+
+    monkeypatch.setattr(red, "_CHUNK_DOUBLES", chunk_doubles)
+    monkeypatch.setattr(red, "_MIN_CHUNK_ROWS", min_rows)
+    A = np.maximum(rng.standard_normal((30, 5, 4, 3)), 0).astype(np.float32)  # (B, C, H, W)
+    Bc = (rng.standard_normal((30, 3, 4, 3)) + 2).astype(np.float32)
+    r = Reduction(5, 3)
+    for s in range(0, 30, 11):  # uneven batches: the first sets the shift, the rest use the running mean
+        r.update(A[s : s + 11], Bc[s : s + 11])
+    X, Y = _rows_of(A), _rows_of(Bc)
+    mu, C, G = _two_pass(X, Y)
+    assert r.n_samples == 30 * 12
+    np.testing.assert_allclose(r.mean, mu, rtol=STAT_RTOL, atol=1e-13)
+    np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL, atol=1e-10)
+    np.testing.assert_allclose(r.gram(), G, rtol=STAT_RTOL)
+    # rows against conv outputs of the same samples: aligned as rows
+    r2 = Reduction(5, 3).update(X, Bc)
+    np.testing.assert_allclose(r2.comoment, C, rtol=STAT_RTOL, atol=1e-10)
+
+
+def test_threaded_chunks_equal_one_thread(rng):
+    import concurrent.futures
+
+    from repmatch.reduce import shifted_moments
+
+    A = rng.standard_normal((64, 7, 300))  # 19,200 rows, split into many chunks
+    Bc = rng.standard_normal((64, 4, 300)) * 5 - 1
+    shift = np.concatenate([A.mean(axis=(0, 2)), Bc.mean(axis=(0, 2))]) + 0.1
+    one = shifted_moments([A, Bc], shift, ("x", "y"))
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        three = shifted_moments([A, Bc], shift, ("x", "y"), (ex, 3))
+        again = shifted_moments([A, Bc], shift, ("x", "y"), (ex, 3))
+    assert one[0] == three[0] == 64 * 300
+    np.testing.assert_allclose(three[1], one[1], rtol=1e-13)
+    np.testing.assert_allclose(three[2], one[2], rtol=1e-12)
+    assert np.array_equal(three[2], again[2])  # deterministic for a given number of threads
+
+
+def test_constant_and_dead_units_give_exact_zeros(rng):
+    # A float32 unit constant from the first batch on sits exactly at the shift (a float64 sum of
+    # float32 copies is exact): zero variance and covariance, exactly, not ~1e-16.
+    x = rng.standard_normal((600, 3)).astype(np.float32)
+    x[:, 1] = 0.0
+    x[:, 2] = 3.7
+    y = rng.standard_normal((600, 2)).astype(np.float32)
+    r = Reduction(3, 2)
+    for s in range(0, 600, 128):
+        r.update(x[s : s + 128], y[s : s + 128])
+    C = r.comoment
+    assert np.all(C[1] == 0) and np.all(C[:, 1] == 0) and np.all(C[2] == 0) and np.all(C[:, 2] == 0)
+    assert r.mean[1] == 0.0 and r.mean[2] == np.float32(3.7)
+
+
+def test_batch_means_far_from_the_running_mean_keep_precision(rng):
+    # Sorted data: every batch's mean is far from the running mean used as the shift (up to 400
+    # standard deviations), the worst case of the shifted kernel; the Chan merge carries the rest.
+    X = np.sort(rng.standard_normal((4000, 3)) * 0.01, axis=0) + np.repeat(np.arange(8), 500)[:, None] * 1.0
+    Y = rng.standard_normal((4000, 2))
+    r = Reduction(3, 2)
+    for s in range(0, 4000, 500):
+        r.update(X[s : s + 500], Y[s : s + 500])
+    mu, C, _ = _two_pass(X, Y)
+    np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL, atol=1e-9)
+
+
+def test_conv_output_errors_name_the_side(rng):
+    x = rng.standard_normal((4, 3, 5, 5))
+    y = rng.standard_normal((4, 2, 5, 5))
+    bad = x.copy()
+    bad[1, 2, 0, 3] = np.nan
+    with pytest.raises(ValueError, match=r"x contains 1 non-finite value\(s\) \(NaN first at index \(1, 2, 3\)\)"):
+        Reduction(3, 2).update(bad, y)
+    r = Reduction(3, 2)
+    with pytest.raises(ValueError, match="y overflow float64"):
+        r.update(x, y * 1e200)
+    assert r.n_samples == 0  # nothing accumulated from a rejected batch
+    with pytest.raises(ValueError, match=r"x must have n_x=3 channels \(axis 1\)"):
+        r.update(np.ones((4, 2, 5, 5)), y)
+    with pytest.raises(ValueError, match="same number of rows"):
+        r.update(x, y[:, :, :4])

@@ -45,6 +45,22 @@ def test_device_moments_equal_numpy(rng, dtype, batch):
     _close(dev.covariance(ddof=1), host.covariance(ddof=1))
 
 
+def test_conv_outputs_on_the_device_equal_the_host_path(rng):
+    # (B, C, H, W) activations: every (image, position) a sample, as on the host
+    A = torch.from_numpy(np.maximum(rng.standard_normal((12, 4, 5, 3)), 0).astype(np.float32)).to(DEVICE)
+    B = torch.from_numpy(rng.standard_normal((12, 2, 5, 3)).astype(np.float32)).to(DEVICE)
+    dev = Reduction(4, 2, device=DEVICE)
+    host = Reduction(4, 2)
+    for s in range(0, 12, 5):
+        dev.update(A[s : s + 5], B[s : s + 5])
+        host.update(A[s : s + 5].cpu().numpy(), B[s : s + 5].cpu().numpy())
+    assert dev.n_samples == host.n_samples == 12 * 15
+    _close(dev.comoment, host.comoment)
+    _close(dev.mean, host.mean)
+    with pytest.raises(ValueError, match=r"x must have n_x=4 channels \(axis 1\)"):
+        dev.update(B, B)
+
+
 def test_accumulators_are_float64_tensors_on_the_device(rng):
     r = Reduction(3, 2, device=DEVICE)
     r.update(torch.randn(10, 3, dtype=torch.float32), torch.randn(10, 2, dtype=torch.float32))

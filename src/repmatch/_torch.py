@@ -62,16 +62,27 @@ def _as_2d(a, name: str) -> torch.Tensor:
     return a
 
 
-def _as_batch(a, name: str, width: int, device) -> torch.Tensor:
-    a = _as_2d(a, name)
+def _as_batch(a, name: str, width: int, wname: str, device) -> torch.Tensor:
+    """One side of a batch as (samples, width): (b, n) as is; (B, n, *spatial) -> (B * L, n) image-major."""
+    if not isinstance(a, torch.Tensor):
+        a = np.asarray(a)
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise ValueError(f"{name} must be a numeric array or tensor, got dtype {a.dtype}")
+        a = torch.from_numpy(np.ascontiguousarray(a))
+    if a.dim() < 2:
+        raise ValueError(f"{name} must be 2-D (samples, neurons) or (batch, neurons, *spatial), got shape "
+                         f"{tuple(a.shape)}")
     if a.shape[1] != width:
-        n = "n_x" if name == "x" else "n_y"
-        raise ValueError(f"{name} must have {n}={width} columns, got shape {tuple(a.shape)}")
+        raise ValueError(f"{name} must have {wname}={width} {'columns' if a.dim() == 2 else 'channels (axis 1)'}, "
+                         f"got shape {tuple(a.shape)}")
     if a.is_complex():
         raise ValueError(f"{name} must be real, got dtype {a.dtype}")
+    a = a.detach().to(device=device)
+    if a.dim() > 2:  # conv output: every (input, position) is a sample
+        a = a.reshape(a.shape[0], width, -1).transpose(1, 2).reshape(-1, width)
     if a.shape[0] == 0:
         raise ValueError(f"{name} has no rows (shape {tuple(a.shape)}); need at least one sample")
-    return a.detach().to(device=device, dtype=torch.float64)
+    return a.to(dtype=torch.float64)
 
 
 def pair(X, Y) -> tuple:
@@ -84,18 +95,18 @@ def pair(X, Y) -> tuple:
     return tuple(out)
 
 
-def joint_batch(red, x, y) -> torch.Tensor:
+def joint_batch(red, x, y, names=("x", "y")) -> torch.Tensor:
     """The checked joint batch ``[x y]`` as a float64 (b, n_x + n_y) tensor on ``red.device``."""
-    xt = _as_batch(x, "x", red.n_x, red.device)
-    yt = _as_batch(y, "y", red.n_y, red.device)
+    xt = _as_batch(x, names[0], red.n_x, "n_x", red.device)
+    yt = _as_batch(y, names[1], red.n_y, "n_y", red.device)
     if xt.shape[0] != yt.shape[0]:
         raise ValueError(
-            f"x and y must have the same number of rows (the same inputs): x has shape {tuple(xt.shape)}, "
-            f"y has shape {tuple(yt.shape)}"
+            f"{names[0]} and {names[1]} must have the same number of rows (the same inputs): {names[0]} gives "
+            f"{xt.shape[0]} samples, {names[1]} gives {yt.shape[0]}"
         )
     z = torch.cat([xt, yt], dim=1)
     if not bool(torch.isfinite(z).all()):  # the one value that crosses to the host per batch
-        for t, name in ((xt, "x"), (yt, "y")):
+        for t, name in ((xt, names[0]), (yt, names[1])):
             if not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
     return z

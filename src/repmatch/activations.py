@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 
 from ._atomic import atomic_savez, atomic_write_bytes, atomic_write_json
+from ._validate import check_positive_int
 from .io import SAVED_FORMAT, read_saved_manifest
 from .reduce import Reduction
 
@@ -209,94 +210,18 @@ def apply_conv_mode(t: torch.Tensor, mode: str, draw=None) -> torch.Tensor:
 
 
 def _rows(t: torch.Tensor) -> np.ndarray:
-    """A recorded output as a 2-D (samples, neurons) array: (C, B, L) -> (B * L, C), image-major."""
+    """A recorded output as a 2-D (samples, neurons) array: (B, C, L) -> (B * L, C), image-major."""
     if t.dim() == 3:
-        t = t.permute(1, 2, 0).reshape(-1, t.shape[0])
+        t = t.transpose(1, 2).reshape(-1, t.shape[1])
     return t.cpu().numpy()
 
 
 def _n_samples(t: torch.Tensor) -> int:
-    return t.shape[1] * t.shape[2] if t.dim() == 3 else t.shape[0]
+    return t.shape[0] * t.shape[2] if t.dim() == 3 else t.shape[0]
 
 
 def _n_neurons(t: torch.Tensor) -> int:
-    return t.shape[0] if t.dim() == 3 else t.shape[1]
-
-
-def _neuron_major(a: np.ndarray) -> np.ndarray:
-    """(C, B, L) or (rows, C) -> a (C, samples) view."""
-    return a.reshape(a.shape[0], -1) if a.ndim == 3 else a.T
-
-
-def _add_moments(red: Reduction, ta: torch.Tensor, tb: torch.Tensor, names) -> None:
-    """Add one batch to a Gram reduction without materialising (B * L, C) copies of the activations.
-
-    Equivalent to ``red.update(_rows(ta), _rows(tb))`` (same float64 centred co-moments, merged
-    with the same Chan et al. update), but reads the (batch, C, positions) layout directly: one
-    fused transpose + float64 conversion + centring pass, then one symmetric rank-k product.
-    Non-finite values are detected from the sums (NaN/Inf propagate), not by a separate scan.
-    """
-    parts = [_neuron_major(ta.cpu().numpy()), _neuron_major(tb.cpu().numpy())]
-    rows = parts[0].shape[1]
-    means = [p.sum(axis=1, dtype=np.float64) / rows for p in parts]
-    for m, name in zip(means, names):
-        if not np.isfinite(m).all():
-            raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
-    zt = np.empty((red.n_x + red.n_y, rows))
-    np.subtract(parts[0], means[0][:, None], out=zt[: red.n_x])
-    np.subtract(parts[1], means[1][:, None], out=zt[red.n_x :])
-    com = zt @ zt.T  # NumPy hands A @ A.T to BLAS syrk
-    if not np.isfinite(com).all():
-        raise ValueError(f"{names[0]} or {names[1]} overflows float64 in the co-moments")
-    red.add_moments(rows, np.concatenate(means), com)
-
-
-class _Centred:
-    """One layer's batch as a centred float64 neuron-major block ``z`` (C, samples) plus its mean.
-
-    Built in the forward hook straight from the module's output (one fused pass: float64
-    conversion, transpose to neuron-major with contiguous runs, centring), so no float32 copy of
-    the activations is kept and the pair's co-moment is assembled from BLAS products of the
-    blocks: ``[[zA zA^T, zA zB^T], [zB zA^T, zB zB^T]]`` (the within-network blocks are shared by
-    every pair a layer takes part in).
-    """
-
-    __slots__ = ("z", "mean", "rows")
-
-    def __init__(self, z, mean, rows):
-        self.z, self.mean, self.rows = z, mean, rows
-
-    @classmethod
-    def of(cls, t: torch.Tensor, name: str) -> "_Centred":
-        a = t.cpu().numpy()
-        if a.ndim == 3:  # (B, C, L) -> (C, B * L)
-            b, c, length = a.shape
-            rows = b * length
-            mean = a.sum(axis=(0, 2), dtype=np.float64) / rows
-            z = np.empty((c, b, length))
-            np.subtract(a.transpose(1, 0, 2), mean[:, None, None], out=z)
-            z = z.reshape(c, rows)
-        else:
-            rows = a.shape[0]
-            mean = a.sum(axis=0, dtype=np.float64) / rows
-            z = np.empty((a.shape[1], rows))
-            np.subtract(a.T, mean[:, None], out=z)
-        if not np.isfinite(mean).all():
-            raise ValueError(f"layer {name!r} produced non-finite values (NaN or Inf); activations must be finite")
-        return cls(z, mean, rows)
-
-
-def _add_centred(red: Reduction, pa: _Centred, pb: _Centred, cache: dict, ka, kb) -> None:
-    """Add one batch of a (layer of A, layer of B) pair from centred blocks (cache: within-network products)."""
-    if ka not in cache:
-        cache[ka] = pa.z @ pa.z.T  # syrk
-    if kb not in cache:
-        cache[kb] = pb.z @ pb.z.T
-    ab = pa.z @ pb.z.T
-    com = np.block([[cache[ka], ab], [ab.T, cache[kb]]])
-    if not np.isfinite(com).all():
-        raise ValueError(f"activations of {ka[1]!r} / {kb[1]!r} overflow float64 in the co-moments")
-    red.add_moments(pa.rows, np.concatenate([pa.mean, pb.mean]), com)
+    return t.shape[1]
 
 
 # ---------------------------------------------------------------------------------------------- hooks
@@ -307,12 +232,16 @@ class LayerRecorder(contextlib.AbstractContextManager):
     the forward pass raises. ``outputs[name]`` holds the current batch (copied, detached).
     """
 
-    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions", centre: bool = False):
+    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions", copy: bool = True):
         self.model = unwrap(model)
         self.modules = resolve_layers(self.model, layers)
         self.mode, self.k = parse_conv_mode(conv_mode)
-        self.centre = bool(centre)  # record _Centred float64 blocks for Gram reductions instead of tensors
+        # copy=False keeps views of the modules' outputs and their autograd version counters; a
+        # consumer calls modified() after the forward pass (see _forward) instead of paying a copy.
+        self.copy = bool(copy)
+        self.copy_layers: set = set()  # layers found modified in place after their hook: always copied
         self.outputs: dict = {}
+        self._versions: dict = {}
         self.draw = None
         self._handles: list = []
 
@@ -325,22 +254,22 @@ class LayerRecorder(contextlib.AbstractContextManager):
             out = output.detach()
             if out.dtype not in (torch.float32, torch.float64):
                 out = out.float()  # half/bfloat16/int: NumPy-friendly, nothing lost
-            if self.centre:  # reads the output now and writes a new float64 buffer: in-place safe
-                t = out.reshape(out.shape[0], out.shape[1], -1) if self.mode == "positions" and out.dim() >= 3 \
-                    else apply_conv_mode(out, self.mode, self.draw)
-                self.outputs[name] = _Centred.of(t, name)
-                return
             if self.mode == "positions" and out.dim() >= 3:
-                # neuron-major (C, batch, positions): one copy with contiguous runs, which the
-                # reductions read as a (C, samples) matrix without any further transpose
-                t = out.reshape(out.shape[0], out.shape[1], -1).transpose(0, 1)
+                t = out.reshape(out.shape[0], out.shape[1], -1)  # (B, C, positions): a view when contiguous
             else:
                 t = apply_conv_mode(out, self.mode, self.draw)
-            t = t.contiguous()
-            if t.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
-                t = t.clone()  # still the module's own output: copy before later in-place ops overwrite it
+            if self.copy or name in self.copy_layers:
+                t = t.contiguous()
+                if t.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
+                    t = t.clone()  # still the module's own output: copy before later in-place ops overwrite it
+            else:
+                self._versions[name] = t._version  # shared with the output: in-place writes bump it
             self.outputs[name] = t
         return hook
+
+    def modified(self) -> list:
+        """Layers whose recorded (uncopied) output was changed in place after its hook ran."""
+        return [n for n, v in self._versions.items() if n in self.outputs and self.outputs[n]._version != v]
 
     def __enter__(self):
         try:
@@ -359,7 +288,30 @@ class LayerRecorder(contextlib.AbstractContextManager):
     def __exit__(self, *exc):
         self.remove()
         self.outputs = {}
+        self._versions = {}
         return False
+
+
+def _forward(rec: LayerRecorder, model: nn.Module, x: torch.Tensor, tag: str) -> dict:
+    """Run ``model(x)`` and return the recorded ``{layer: tensor}``, checked complete and intact.
+
+    Without copies, a layer whose output was overwritten in place later in the same forward pass
+    (its version counter moved) is switched to copying and the batch is run again, so what is
+    returned always equals the output at the moment the layer produced it.
+    """
+    for _ in range(2):
+        rec.outputs, rec._versions = {}, {}
+        model(x)
+        missing = [n for n in rec.modules if n not in rec.outputs]
+        if missing:
+            raise ValueError(f"{tag}: layers {missing} were not called in the forward pass")
+        bad = rec.modified()
+        if not bad:
+            break
+        rec.copy_layers.update(bad)
+    out = {n: rec.outputs[n] for n in rec.modules}
+    rec.outputs, rec._versions = {}, {}
+    return out
 
 
 def _model_device(model: nn.Module):
@@ -475,8 +427,12 @@ def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
 
 
 def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mode="positions", device=None,
-                sample_seed=0, max_batches=None, progress=False, centre=False):
-    """Like :func:`stream_pair` but yields the recorded tensors (positions kept as (B, C, L))."""
+                sample_seed=0, max_batches=None, progress=False, copy=True):
+    """Like :func:`stream_pair` but yields the recorded tensors (positions kept as (B, C, L)).
+
+    ``copy=False``: the tensors are views of the modules' outputs (checked intact after each
+    forward pass, see :func:`_forward`), valid until the consumer asks for the next batch.
+    """
     model_a, model_b = unwrap(model_a), unwrap(model_b)
     if device is not None:
         model_a.to(device)
@@ -484,8 +440,8 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
     dev = _model_device(model_a)
     if _model_device(model_b) != dev:
         raise ValueError(f"model_a is on {dev} but model_b is on {_model_device(model_b)}; pass device=")
-    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode, centre=centre)
-    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode, centre=centre)
+    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode, copy=copy)
+    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode, copy=copy)
     with rec_a, rec_b, _eval_mode(model_a, model_b), torch.no_grad():
         for i, batch in enumerate(_progress(loader, progress, "extract")):
             if max_batches is not None and i >= max_batches:
@@ -493,16 +449,9 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
             x = _batch_input(batch).to(dev)
             if rec_a.mode == "sample":
                 rec_a.draw = rec_b.draw = _sample_draw(x.shape[0], rec_a.k, sample_seed, i, dev)
-            model_a(x)
-            model_b(x)
-            acts = []
-            for rec, tag in ((rec_a, "model_a"), (rec_b, "model_b")):
-                missing = [n for n in rec.modules if n not in rec.outputs]
-                if missing:
-                    raise ValueError(f"{tag}: layers {missing} were not called in the forward pass")
-                acts.append({n: rec.outputs[n] for n in rec.modules})
-                rec.outputs = {}
-            yield i, acts[0], acts[1]
+            acts_a = _forward(rec_a, model_a, x, "model_a")
+            acts_b = _forward(rec_b, model_b, x, "model_b")
+            yield i, acts_a, acts_b
 
 
 def _resolve_pairs(names_a, names_b, pairs) -> list:
@@ -557,7 +506,8 @@ class _ChunkWriter:
 def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
                 pairs="same", conv_mode: str = "positions", device=None, method: str = "gram",
                 sample_seed: int = 0, save=None, save_npz=None, max_batches: int | None = None,
-                progress: bool = False, metadata: dict | None = None, overlap: bool = False) -> dict:
+                progress: bool = False, metadata: dict | None = None, overlap: bool | None = None,
+                threads: int | None = None, reduction_device=None) -> dict:
     """Stream two networks over the same batches straight into :class:`~repmatch.Reduction` objects.
 
     Parameters
@@ -583,11 +533,24 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         Also write one ``.npz`` per network (one array per layer), readable by
         :func:`repmatch.io.load_activations` and ``repmatch compare a.npz b.npz``. Built from the
         chunks one layer at a time (in a temporary directory beside ``path_a`` when ``save`` is None).
-    overlap : bool
+    overlap : bool or None
         Reduce batch ``i`` on a worker thread while batch ``i + 1`` runs through the networks.
-        The updates keep their order, so results are identical either way. Off by default: it
-        pays only with a core to spare (e.g. ``torch.set_num_threads(n_cores - 1)``); when torch's
-        OpenMP threads already hold every core, the extra thread makes them wait for each other.
+        The recorded outputs are then copied (the next forward pass runs while they are read);
+        without overlap each batch is reduced straight from the modules' outputs before the next
+        one starts. ``None`` (default): overlap when torch leaves a core idle
+        (``torch.get_num_threads()`` below the cores available to the process) and the
+        reductions are on the host. Results are identical either way for the same ``threads``.
+    threads : int or None
+        Threads that reduce one batch on the host (its row chunks are split between them, each
+        with single-threaded BLAS, and their sums added in a fixed order: results are
+        deterministic for a given value and differ across values only by rounding). ``None``
+        (default): the idle cores when overlapping, else torch's thread count. BLAS is held to
+        one thread for the call (threadpoolctl, when installed), since spinning BLAS threads and
+        torch's OpenMP threads slow each other down.
+    reduction_device : None, "host" or a torch device
+        Where the reductions live. ``None`` (default): where the activations are, i.e. NumPy on
+        the host for models on the CPU and float64 torch accumulators on the models' device
+        otherwise (a GPU's activations never cross to the host). ``"host"``: always NumPy.
 
     Returns
     -------
@@ -610,27 +573,36 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
         if (save is not None or tmpdir is not None) else None
     reductions: dict = {}
-    centre = method == "gram" and writer is None  # fastest path; the others need the raw rows
+    red_device = _reduction_device(reduction_device, device, model_a)
+    cores = _available_cores()
+    if overlap is None:
+        overlap = red_device is None and torch.get_num_threads() < cores
+    if threads is None:
+        threads = max(1, cores - torch.get_num_threads()) if overlap else max(1, min(torch.get_num_threads(), cores))
+    threads = check_positive_int(threads, "threads")
+    # Without overlap each batch is reduced before the next forward pass, straight from the
+    # modules' outputs (no copy; checked intact through their version counters).
     stream = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
-                         sample_seed=sample_seed, max_batches=max_batches, progress=progress, centre=centre)
+                         sample_seed=sample_seed, max_batches=max_batches, progress=progress, copy=overlap)
+    split = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="repmatch-split") \
+        if threads > 1 and red_device is None else None
+    pool = (split, threads) if split is not None else None
 
     def add_batch(acts_a, acts_b):
-        cache: dict = {}
+        # Host Gram reductions read the (B, C, positions) outputs in place, chunk by chunk
+        # (Reduction.update on conv outputs); device reductions take the tensors where they are.
         for la, lb, key in plan:
-            ta, tb = acts_a[la], acts_b[lb]
-            if centre:
-                _add_centred(reductions[key], ta, tb, cache, ("a", la), ("b", lb))
-            elif method == "gram":
-                _add_moments(reductions[key], ta, tb, (f"layer {la!r} of model_a", f"layer {lb!r} of model_b"))
-            else:  # the QR factor needs the rows themselves
-                reductions[key].update(_rows(ta), _rows(tb))
+            reductions[key]._update(acts_a[la], acts_b[lb], (f"layer {la!r} of model_a", f"layer {lb!r} of model_b"),
+                                    pool)
 
     # Batch i is reduced on one worker thread while batch i + 1 runs through the networks (NumPy and
     # BLAS release the GIL). One batch in flight at a time and a single worker keep the order of the
     # updates, so the numbers are exactly those of the sequential loop.
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="repmatch-reduce") if overlap else None
     pending = None
+    blas = _single_threaded_blas() if red_device is None else contextlib.nullcontext()
     try:
+        blas.__enter__()
         # stream.close() in finally: on an error the hooks go now, not when the traceback dies
         for i, acts_a, acts_b in stream:
             if writer is not None:
@@ -638,7 +610,7 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                 writer.add("b", i, {n: _rows(t) for n, t in acts_b.items()})
             for la, lb, key in plan:  # validate and create here, so errors surface at once
                 ta, tb = acts_a[la], acts_b[lb]
-                na, nb = (ta.rows, tb.rows) if centre else (_n_samples(ta), _n_samples(tb))
+                na, nb = _n_samples(ta), _n_samples(tb)
                 if na != nb:
                     raise ValueError(
                         f"layer {la!r} of model_a gives {na} samples per batch but layer {lb!r} of model_b "
@@ -646,8 +618,7 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                         "layer against a fully connected one, which 'sample:K' does not sample); use "
                         "conv_mode='avgpool' or 'flatten' to compare them")
                 if key not in reductions:
-                    shape = (len(ta.mean), len(tb.mean)) if centre else (_n_neurons(ta), _n_neurons(tb))
-                    reductions[key] = Reduction(*shape, method=method)
+                    reductions[key] = Reduction(_n_neurons(ta), _n_neurons(tb), method=method, device=red_device)
             if executor is None:
                 add_batch(acts_a, acts_b)
             else:
@@ -668,9 +639,38 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         stream.close()
         if executor is not None:
             executor.shutdown(wait=True)  # never leave a worker writing into the reductions
+        if split is not None:
+            split.shutdown(wait=True)
+        blas.__exit__(None, None, None)
         if tmpdir is not None:
             tmpdir.cleanup()
     return reductions
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _single_threaded_blas():
+    """Hold NumPy's and SciPy's BLAS to one thread (threadpoolctl, when installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _reduction_device(reduction_device, device, model):
+    """None (NumPy on the host) or the torch device the reductions of reduce_pair live on."""
+    if reduction_device is None:
+        dev = torch.device(device) if device is not None else _model_device(unwrap(model))
+        return None if dev.type == "cpu" else dev
+    if isinstance(reduction_device, str) and reduction_device == "host":
+        return None
+    return reduction_device
 
 
 # ---------------------------------------------------------------------------------------------- saved files

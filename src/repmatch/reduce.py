@@ -17,8 +17,13 @@ large compared with standard deviations; the uncentred Gram matrix is rebuilt fr
 Two methods, which differ only in what they keep for the subspace match:
 
 ``"gram"`` (default)
-    Keeps the moments only. Fast: one symmetric rank-b update per batch, about the cost of
-    ``M.T @ M``. Forming a Gram matrix squares the condition number, so relative distances near 0
+    Keeps the moments only. Fast: about the cost of ``M.T @ M``. Each batch is read once: its rows
+    are shifted by the running mean (the first batch by its own mean), converted to float64 a chunk
+    at a time into a cache-sized buffer with an extra row of ones, and added to
+    ``sum [z; 1][z; 1]^T`` by a symmetric rank-k product while the chunk is in cache; the batch's
+    mean and centred co-moment follow from those shifted sums (:func:`shifted_moments`), then the
+    Chan merge. Conv outputs ``(batch, C, *spatial)`` are read in place (every (input, position) a
+    sample), without a transposed copy. Forming a Gram matrix squares the condition number, so relative distances near 0
     are resolved only to about ``GRAM_TOL`` (1e-6): an exact match is found at ``eps=0`` when every
     neuron of it lies within ``GRAM_TOL`` (relative) of the other side's span.
 ``"qr"``
@@ -175,44 +180,70 @@ class Reduction:
     def update(self, x, y) -> "Reduction":
         """Add a batch of rows: ``x`` of shape (b, n_x) and ``y`` of shape (b, n_y), the same b inputs.
 
+        Conv outputs may be given as they are: an array of shape (batch, n_x, *spatial) (e.g.
+        (B, C, H, W)) is a batch of ``batch * prod(spatial)`` samples, one per (input, position),
+        ordered input-major: the papers' convention, without a transposed copy. ``x`` and ``y`` must
+        have the same number of samples.
+
         Returns ``self`` so that calls can be chained. Raises ValueError naming ``x`` or ``y`` for
         wrong shapes or non-finite values; nothing is accumulated from a rejected batch.
         On a device reduction ``x`` and ``y`` may be torch tensors (on any device) or arrays.
         """
+        return self._update(x, y, ("x", "y"))
+
+    def _update(self, x, y, names, pool=None) -> "Reduction":
+        """:meth:`update` with the two sides called ``names`` in error messages; ``pool`` as in
+        :func:`shifted_moments` (host Gram path only)."""
         if self.device is not None:
             backend = _torch_backend()
-            z = backend.joint_batch(self, x, y)  # checked float64 (b, n) tensor on self.device
+            z = backend.joint_batch(self, x, y, names)  # checked float64 (b, n) tensor on self.device
             if self._acc["r"] is not None:
                 self._acc["r"] = backend.stack_r([self._acc["r"], z], self.n_neurons)
             self._combine(z.shape[0], *backend.centred_moments(z))
             self._cache.clear()
             return self
-        xa = as_activations(x, "x", dtype=None)
-        ya = as_activations(y, "y", dtype=None)
-        if xa.shape[1] != self.n_x:
-            raise ValueError(f"x must have n_x={self.n_x} columns, got shape {xa.shape}")
-        if ya.shape[1] != self.n_y:
-            raise ValueError(f"y must have n_y={self.n_y} columns, got shape {ya.shape}")
-        if xa.shape[0] != ya.shape[0]:
+        xa = _as_blocks(x, names[0], self.n_x, "n_x")
+        ya = _as_blocks(y, names[1], self.n_y, "n_y")
+        rows = [a.shape[0] * a.shape[2] for a in (xa, ya)]
+        if rows[0] != rows[1]:
             raise ValueError(
-                f"x and y must have the same number of rows (the same inputs): x has shape {xa.shape}, "
-                f"y has shape {ya.shape}"
+                f"{names[0]} and {names[1]} must have the same number of rows (the same inputs): {names[0]} has "
+                f"shape {_shape_of(x)} ({rows[0]} samples), {names[1]} has shape {_shape_of(y)} ({rows[1]} samples)"
             )
-        self._update_checked(xa, ya)
+        if xa.shape[2] != ya.shape[2]:  # e.g. rows against (batch, C, positions): align as rows
+            xa, ya = (_block_rows(a)[:, :, None] for a in (xa, ya))
+        if self.method == "qr":  # the factor needs the rows themselves
+            self._update_checked(_block_rows(xa), _block_rows(ya), names)
+        else:
+            self._update_blocks([xa, ya], names, pool)
         return self
 
-    def _update_checked(self, xa: np.ndarray, ya: np.ndarray) -> None:
+    def _update_blocks(self, parts, names, pool=None) -> None:
+        """Gram path: one batch given as (B, n_i, L) parts, X's neurons first (see shifted_moments)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.n_samples == 0:
+                rows = parts[0].shape[0] * parts[0].shape[2]
+                shift = np.concatenate([p.sum(axis=(0, 2), dtype=np.float64) for p in parts]) / rows
+            else:
+                shift = self._mean
+            rows, mean_b, com_b = shifted_moments(parts, shift, names, pool)
+        self._combine(rows, mean_b, com_b)
+        self._cache.clear()
+
+    def _update_checked(self, xa: np.ndarray, ya: np.ndarray, names=("x", "y")) -> None:
         b = xa.shape[0]
         n = self.n_neurons
+        if self._r is None:
+            self._update_blocks([xa[:, :, None], ya[:, :, None]], names)
+            return
         z = np.empty((b, n), dtype=np.float64)
         z[:, : self.n_x] = xa
         z[:, self.n_x :] = ya
         if not np.isfinite(z).all():  # one pass; name the culprit only on failure
-            check_finite(z[:, : self.n_x], "x")
-            check_finite(z[:, self.n_x :], "y")
-        if self._r is not None:
-            stacked = np.vstack([self._r, z])
-            self._r = scipy.linalg.qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0][: min(n, stacked.shape[0])]
+            check_finite(z[:, : self.n_x], names[0])
+            check_finite(z[:, self.n_x :], names[1])
+        stacked = np.vstack([self._r, z])
+        self._r = scipy.linalg.qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0][: min(n, stacked.shape[0])]
         mean_b = z.mean(axis=0)
         z -= mean_b
         com_b = z.T @ z  # NumPy dispatches A.T @ A to a symmetric rank-k update
@@ -380,6 +411,146 @@ class Reduction:
     def __repr__(self) -> str:
         dev = "" if self.device is None else f", device={str(self.device)!r}"
         return f"Reduction(n_x={self.n_x}, n_y={self.n_y}, method={self.method!r}, n_samples={self.n_samples}{dev})"
+
+
+# --------------------------------------------------------------------------------------- batch kernel
+#: Size of the float64 work buffer of the batch kernel, in doubles (2 MiB): each chunk of rows is
+#: converted into it and multiplied while it is still in cache (L2/L3).
+_CHUNK_DOUBLES = 262144
+#: Fewest rows per chunk: below this the symmetric rank-k product spends more time reading and
+#: writing its n x n output than multiplying.
+_MIN_CHUNK_ROWS = 512
+#: From this many neurons (+1) on, chunks have at least _WIDE_CHUNK_ROWS rows: converting a row costs
+#: n operations against n^2 / 2 for its product, so cache residency no longer matters but long
+#: products keep several BLAS threads busy.
+_WIDE = 512
+_WIDE_CHUNK_ROWS = 4096
+
+
+def _shape_of(a) -> tuple:
+    return tuple(getattr(a, "shape", np.shape(a)))
+
+
+def _as_blocks(a, name: str, width: int, wname: str) -> np.ndarray:
+    """One side of a batch as a 3-D (B, n, L) view: (b, n) -> (b, n, 1); (B, n, *spatial) -> (B, n, L).
+
+    Checks dtype and shape (naming ``name``), not finiteness: the batch kernel detects NaN/Inf from
+    its sums and then names the culprit, so valid batches are read only once."""
+    try:
+        arr = to_numpy(a)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must be 2-D (samples, neurons) or (batch, neurons, *spatial), got shape {arr.shape}")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    if arr.shape[1] != width:
+        raise ValueError(f"{name} must have {wname}={width} {'columns' if arr.ndim == 2 else 'channels (axis 1)'}, "
+                         f"got shape {arr.shape}")
+    blocks = arr[:, :, None] if arr.ndim == 2 else arr.reshape(arr.shape[0], arr.shape[1], -1)
+    if blocks.shape[0] * blocks.shape[2] == 0:
+        raise ValueError(f"{name} has no samples (shape {arr.shape}); need at least one")
+    return blocks
+
+
+def _block_rows(a: np.ndarray) -> np.ndarray:
+    """(B, n, L) -> (B * L, n) rows, image-major (a copy unless L == 1)."""
+    return a[:, :, 0] if a.shape[2] == 1 else a.transpose(0, 2, 1).reshape(-1, a.shape[1])
+
+
+def _row_blocks(B: int, L: int, chunk_rows: int):
+    """Split the B * L rows (image-major) into chunks ``(b0, b1, l0, l1)`` of about ``chunk_rows``:
+    whole images when an image has at most ``chunk_rows`` positions, else runs of one image."""
+    if L <= chunk_rows:
+        step = max(1, chunk_rows // L)
+        for b0 in range(0, B, step):
+            yield b0, min(B, b0 + step), 0, L
+    else:
+        for b in range(B):
+            for l0 in range(0, L, chunk_rows):
+                yield b, b + 1, l0, min(L, l0 + chunk_rows)
+
+
+def shifted_moments(parts, shift: np.ndarray, names, pool=None) -> tuple:
+    """(rows, mean, centred co-moment) of one batch whose neurons are spread over ``parts``.
+
+    ``parts`` are 3-D (B, n_i, L) arrays (any real dtype, any strides) with the same B and L: the
+    batch has B * L rows and n = sum(n_i) neurons. The rows are shifted by ``shift`` (n,), converted
+    to float64 chunk by chunk into a small buffer with an extra row of ones, and each chunk is added
+    to ``S = sum [z; 1][z; 1]^T`` by one symmetric rank-k BLAS product (NumPy hands ``A @ A.T`` to
+    ``syrk`` and releases the GIL, so chunks can be split between threads) while it is in cache.
+    ``S`` holds the shifted sums ``sum z`` and ``sum z z^T``, so
+    ``mean = shift + sum z / rows`` and ``comoment = sum z z^T - (sum z)(sum z)^T / rows``.
+    The subtraction loses about ``eps * |mean - shift|^2 / variance`` relative accuracy: callers pass
+    the batch mean (first batch) or the running mean (later ones), for which it is negligible, and a
+    unit that is constant at the shift gives exactly zero. Non-finite input (or float64 overflow of a
+    square) is detected from the diagonal and the sums of ``S`` and reported naming the part.
+
+    ``pool``: an optional ``(executor, workers)``; the chunks are then split into ``workers``
+    contiguous groups accumulated on the executor's threads (meant for single-threaded BLAS) and
+    summed in group order, so results are deterministic for a given number of workers.
+    """
+    B, _, L = parts[0].shape
+    widths = [p.shape[1] for p in parts]
+    n = sum(widths)
+    rows = B * L
+    chunk_rows = max(_MIN_CHUNK_ROWS, _CHUNK_DOUBLES // (n + 1))
+    if n + 1 >= _WIDE:  # n^2 flops per row dwarf the conversion: favour long products (BLAS threads)
+        chunk_rows = max(chunk_rows, _WIDE_CHUNK_ROWS)
+    offsets = np.cumsum([0] + widths)
+    shifts = [shift[offsets[i]:offsets[i + 1]] for i in range(len(parts))]
+    blocks = list(_row_blocks(B, L, chunk_rows))
+    job = (parts, shifts, offsets, widths, n, min(rows, chunk_rows))
+    if pool is None or pool[1] < 2 or len(blocks) < 2:
+        S = _accumulate(job, blocks)
+    else:
+        executor, workers = pool
+        groups = [g for g in np.array_split(np.arange(len(blocks)), min(workers, len(blocks))) if g.size]
+        futures = [executor.submit(_accumulate, job, [blocks[i] for i in g]) for g in groups]
+        S = futures[0].result()
+        for f in futures[1:]:
+            S += f.result()
+    sums = S[:n, n]
+    diag = np.diagonal(S)[:n]
+    if not (np.isfinite(diag).all() and np.isfinite(sums).all()):
+        for p, name in zip(parts, names):
+            check_finite(p[:, :, 0] if p.shape[2] == 1 else p, name)
+        bad = [name for o, w, name in zip(offsets, widths, names) if not np.isfinite(diag[o:o + w]).all()]
+        raise ValueError(f"{' and '.join(bad) or names[0]} overflow float64 in the co-moments "
+                         "(squares of values above ~1e154); rescale the activations")
+    mean = shift + sums / rows
+    com = S[:n, :n] - np.outer(sums, sums) * (1.0 / rows)
+    return rows, mean, com
+
+
+def _accumulate(job, blocks) -> np.ndarray:
+    """``sum [z; 1][z; 1]^T`` over the row chunks ``blocks`` (see shifted_moments)."""
+    parts, shifts, offsets, widths, n, max_rows = job
+    flat = np.empty((n + 1) * max_rows)
+    S = np.zeros((n + 1, n + 1))
+    prod = np.empty((n + 1, n + 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for b0, b1, l0, l1 in blocks:
+            nb, nl = b1 - b0, l1 - l0
+            k = nb * nl
+            if nl == 1:  # one row per image (a fully connected layer): row-major buffer (k, n + 1)
+                buf = flat[: k * (n + 1)].reshape(k, n + 1)
+                for p, s, o, w in zip(parts, shifts, offsets, widths):
+                    np.subtract(p[b0:b1, :, l0], s, out=buf[:, o:o + w])
+                buf[:, n] = 1.0
+                S += np.matmul(buf.T, buf, out=prod)
+            else:  # neuron-major buffer (n + 1, k): contiguous runs along the positions
+                buf = flat[: (n + 1) * k].reshape(n + 1, k)
+                view = buf.reshape(n + 1, nb, nl)
+                for p, s, o, w in zip(parts, shifts, offsets, widths):
+                    np.subtract(p[b0:b1, :, l0:l1].transpose(1, 0, 2), s[:, None, None], out=view[o:o + w])
+                buf[n] = 1.0
+                S += np.matmul(buf, buf.T, out=prod)
+    return S
 
 
 def _copy(a):

@@ -38,8 +38,12 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="NPZ", help="reductions file to write")
     p.add_argument("--save", metavar="DIR", help="also write chunked activations and a manifest to DIR")
     p.add_argument("--save-npz", nargs="+", metavar="NPZ", help="also write one activations .npz per network")
-    p.add_argument("--overlap", action="store_true",
-                   help="reduce each batch on a worker thread while the next runs (pays with a spare core)")
+    p.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
+                   help="reduce each batch on a worker thread while the next runs through the networks; auto "
+                        "(default): when torch leaves a core idle")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads that reduce one batch on the host (default: the idle cores when overlapping, "
+                        "else torch's thread count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -109,7 +113,8 @@ def run(args) -> int:
     reds = activations.reduce_pair(models[0], models[1], loader, layers, pairs=args.pairs, conv_mode=args.conv_mode,
                                    method=args.method, sample_seed=args.sample_seed, save=args.save,
                                    save_npz=args.save_npz, progress=not args.quiet, metadata=meta,
-                                   overlap=args.overlap)
+                                   overlap={"auto": None, "on": True, "off": False}[args.overlap],
+                                   threads=args.threads)
     print(f"{'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}")
     for key, r in reds.items():
         print(f"{key:<40} {r.n_x:>6} {r.n_y:>6} {r.n_samples:>10}")

@@ -342,6 +342,9 @@ def test_outputs_overwritten_in_place_later_are_detected_and_copied():
         relu_mean = torch.cat([torch.relu(a[0](x)) for x in plain]).mean(dim=(0, 2, 3)).double().numpy()
     np.testing.assert_allclose(reds["1"].mean[:4], relu_mean, rtol=1e-6)  # not shifted by the +1
     assert hook_count(a) == hook_count(b) == 0
+    with torch.inference_mode():  # inference tensors have no version counter: copied instead
+        inf = reduce_pair(a, b, data, layers=["1", "4"], overlap=False)
+    np.testing.assert_array_equal(inf["1"].comoment, reds["1"].comoment)
 
 
 def test_threads_and_reduction_device_give_the_same_moments(monkeypatch):

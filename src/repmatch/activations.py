@@ -258,7 +258,8 @@ class LayerRecorder(contextlib.AbstractContextManager):
                 t = out.reshape(out.shape[0], out.shape[1], -1)  # (B, C, positions): a view when contiguous
             else:
                 t = apply_conv_mode(out, self.mode, self.draw)
-            if self.copy or name in self.copy_layers:
+            # inference-mode tensors have no version counter: those are always copied
+            if self.copy or name in self.copy_layers or t.is_inference():
                 t = t.contiguous()
                 if t.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
                     t = t.clone()  # still the module's own output: copy before later in-place ops overwrite it

@@ -13,6 +13,13 @@ from repmatch.io import load_reductions, save_reductions
 STAT_RTOL = 1e-10  # the bound for streamed vs in-memory statistics
 
 
+def _streamed(X, Y, batch):
+    r = Reduction(X.shape[1], Y.shape[1])
+    for s in range(0, X.shape[0], batch):
+        r.update(X[s : s + batch], Y[s : s + batch])
+    return r
+
+
 def _two_pass(X, Y):
     M = np.hstack([X, Y]).astype(np.float64)
     mu = M.mean(axis=0)
@@ -24,9 +31,7 @@ def _two_pass(X, Y):
 def test_streaming_equals_in_memory(rng, batch):
     X = rng.standard_normal((1000, 6)) * 3 + 1
     Y = np.maximum(rng.standard_normal((1000, 4)), 0)
-    r = Reduction(6, 4)
-    for s in range(0, 1000, batch):
-        r.update(X[s : s + batch], Y[s : s + batch])
+    r = _streamed(X, Y, batch)
     mu, C, G = _two_pass(X, Y)
     assert r.n_samples == 1000
     np.testing.assert_allclose(r.mean, mu, rtol=STAT_RTOL, atol=1e-13)
@@ -39,9 +44,7 @@ def test_large_offset_keeps_precision(rng):
     # Means 1e4 times the standard deviation: naive E[x^2] - E[x]^2 would lose ~8 digits.
     X = 1e4 + rng.standard_normal((5000, 3))
     Y = -1e4 + rng.standard_normal((5000, 2))
-    r = Reduction(3, 2)
-    for s in range(0, 5000, 333):
-        r.update(X[s : s + 333], Y[s : s + 333])
+    r = _streamed(X, Y, 333)
     mu, C, _ = _two_pass(X, Y)
     np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL, atol=1e-7)
 
@@ -244,9 +247,7 @@ def test_batch_means_far_from_the_running_mean_keep_precision(rng):
     # standard deviations), the worst case of the shifted kernel; the Chan merge carries the rest.
     X = np.sort(rng.standard_normal((4000, 3)) * 0.01, axis=0) + np.repeat(np.arange(8), 500)[:, None] * 1.0
     Y = rng.standard_normal((4000, 2))
-    r = Reduction(3, 2)
-    for s in range(0, 4000, 500):
-        r.update(X[s : s + 500], Y[s : s + 500])
+    r = _streamed(X, Y, 500)
     mu, C, _ = _two_pass(X, Y)
     np.testing.assert_allclose(r.comoment, C, rtol=STAT_RTOL, atol=1e-9)
 

@@ -48,12 +48,9 @@ def check_finite(arr: np.ndarray, name: str) -> None:
         )
 
 
-def as_activations(a, name: str, *, dtype=np.float64, copy: bool = False) -> np.ndarray:
-    """Check one activation matrix of shape (n_samples, n_neurons) and return it as ``dtype``.
-
-    Raises ValueError naming ``name`` when the input is not numeric, not 2-D, has no rows or no
-    columns, or holds NaN/Inf.
-    """
+def as_real_array(a, name: str) -> np.ndarray:
+    """``a`` (array-like or torch tensor) as a real numeric NumPy array, not copied when possible;
+    ValueError naming ``name`` otherwise."""
     try:
         arr = to_numpy(a)
     except Exception as exc:  # pragma: no cover - exotic inputs
@@ -62,6 +59,16 @@ def as_activations(a, name: str, *, dtype=np.float64, copy: bool = False) -> np.
         raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    return arr
+
+
+def as_activations(a, name: str, *, dtype=np.float64, copy: bool = False) -> np.ndarray:
+    """Check one activation matrix of shape (n_samples, n_neurons) and return it as ``dtype``.
+
+    Raises ValueError naming ``name`` when the input is not numeric, not 2-D, has no rows or no
+    columns, or holds NaN/Inf.
+    """
+    arr = as_real_array(a, name)
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D with shape (n_samples, n_neurons), got {arr.ndim}-D array of shape {arr.shape}"

@@ -51,7 +51,7 @@ import numpy as np
 import scipy.linalg
 
 from ._atomic import atomic_savez
-from ._validate import as_activations, check_finite, check_positive_int, to_numpy
+from ._validate import as_real_array, check_finite, check_positive_int, to_numpy
 
 __all__ = ["Reduction", "GRAM_TOL", "QR_TOL", "METHODS"]
 
@@ -436,14 +436,7 @@ def _as_blocks(a, name: str, width: int, wname: str) -> np.ndarray:
 
     Checks dtype and shape (naming ``name``), not finiteness: the batch kernel detects NaN/Inf from
     its sums and then names the culprit, so valid batches are read only once."""
-    try:
-        arr = to_numpy(a)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} could not be converted to an array: {exc}") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    arr = as_real_array(a, name)
     if arr.ndim < 2:
         raise ValueError(f"{name} must be 2-D (samples, neurons) or (batch, neurons, *spatial), got shape {arr.shape}")
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.floating):

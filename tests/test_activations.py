@@ -347,6 +347,31 @@ def test_outputs_overwritten_in_place_later_are_detected_and_copied():
     np.testing.assert_array_equal(inf["1"].comoment, reds["1"].comoment)
 
 
+class ScaleInputInPlace(nn.Module):
+    def forward(self, x):
+        return x.mul_(2.0).sub_(0.5)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_outputs_aliasing_the_input_and_models_writing_their_input(overlap):
+    # Layer "0" returns its input itself (eval-mode Dropout) and the in-place ReLU after it then
+    # overwrites it; model b scales its input in place. Each model gets its own copy of the batch,
+    # so both see the same images and the recorded values are the layers' true outputs.
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Dropout(0.2), nn.ReLU(inplace=True), nn.Linear(16, 4))
+    b = nn.Sequential(ScaleInputInPlace(), nn.Linear(16, 3), nn.ReLU())
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(50, 16, generator=g) for _ in range(4)]
+    reds = reduce_pair(a, b, xs, layers=["0"], layers_b=["2"], pairs=[("0", "2")], overlap=overlap)
+    X = torch.cat(xs).numpy()
+    with torch.no_grad():
+        Y = torch.relu(b[1](torch.cat(xs) * 2.0 - 0.5)).numpy()
+    ref = repmatch.Reduction.from_arrays(X, Y)
+    r = reds[pair_key("0", "2")]
+    np.testing.assert_allclose(r.comoment, ref.comoment, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(r.mean, ref.mean, rtol=1e-6, atol=1e-7)
+
+
 def test_threads_and_reduction_device_give_the_same_moments(monkeypatch):
     import repmatch.reduce as red
 

@@ -257,7 +257,7 @@ def test_conv_output_errors_name_the_side(rng):
     y = rng.standard_normal((4, 2, 5, 5))
     bad = x.copy()
     bad[1, 2, 0, 3] = np.nan
-    with pytest.raises(ValueError, match=r"x contains 1 non-finite value\(s\) \(NaN first at index \(1, 2, 3\)\)"):
+    with pytest.raises(ValueError, match=r"x contains 1 non-finite value\(s\) \(NaN first at index \(1, 2, 0, 3\)\)"):
         Reduction(3, 2).update(bad, y)
     r = Reduction(3, 2)
     with pytest.raises(ValueError, match="y overflow float64"):
@@ -267,3 +267,53 @@ def test_conv_output_errors_name_the_side(rng):
         r.update(np.ones((4, 2, 5, 5)), y)
     with pytest.raises(ValueError, match="same number of rows"):
         r.update(x, y[:, :, :4])
+    with pytest.raises(ValueError, match="conv outputs of different shapes"):  # 4*3*6 = 6*2*6 rows
+        r.update(np.ones((4, 3, 6, 3)), np.ones((6, 2, 12)))
+    with pytest.raises(ValueError, match="x has no samples"):
+        r.update(np.zeros((0, 3, 4, 4)), np.zeros((0, 2, 4, 4)))
+    assert r.n_samples == 0
+
+
+def test_huge_values_far_from_the_shift(rng):
+    # Values near 3e150 after a first batch near 0: the squares (~1e305) still fit in float64 and
+    # the mean correction is formed as (sum z / rows) * sum z, so nothing overflows and the moments
+    # match the two-pass ones; beyond that, an overflow is an error naming the side, never -inf.
+    x0, y0 = rng.standard_normal((10, 1)), rng.standard_normal((10, 1))
+    big, yb = 3e150 + 1e148 * rng.standard_normal((10000, 1)), rng.standard_normal((10000, 1))
+    r = Reduction(1, 1).update(x0, y0).update(big, yb)
+    mu, C, _ = _two_pass(np.vstack([x0, big]), np.vstack([y0, yb]))
+    np.testing.assert_allclose(r.comoment, C, rtol=1e-8)
+    with pytest.raises(ValueError, match="x overflow float64"):
+        r.update(big * 1e5, yb)
+    assert r.n_samples == 10010 and np.isfinite(r.comoment).all()
+
+
+def test_variances_are_never_negative(rng):
+    # float64 constants whose batch mean is inexact leave ~1e-16 relative in the shifted form;
+    # the diagonal is clipped at 0 (a variance), off-diagonal entries stay tiny.
+    worst = 0.0
+    for c in rng.uniform(-10, 10, 200):
+        r = Reduction(1, 1)
+        x = np.full((3969, 1), c)
+        for s in range(0, 3969, 1000):
+            r.update(x[s : s + 1000], rng.standard_normal((min(1000, 3969 - s), 1)))
+        assert r.comoment[0, 0] >= 0.0
+        worst = max(worst, abs(r.comoment[0, 1]))
+    assert worst < 1e-9
+
+
+def test_thread_split_memory_cap_keeps_results(rng, monkeypatch):
+    import concurrent.futures
+
+    import repmatch.reduce as red
+
+    A = rng.standard_normal((40, 5, 700))
+    Bc = rng.standard_normal((40, 3, 700))
+    shift = np.zeros(8)
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        free = red.shifted_moments([A, Bc], shift, ("x", "y"), (ex, 4))
+        monkeypatch.setattr(red, "_SPLIT_BYTES", 1)  # room for one group only: no split
+        capped = red.shifted_moments([A, Bc], shift, ("x", "y"), (ex, 4))
+    one = red.shifted_moments([A, Bc], shift, ("x", "y"))
+    assert np.array_equal(capped[2], one[2])
+    np.testing.assert_allclose(free[2], one[2], rtol=1e-12)

@@ -142,8 +142,12 @@ def test_rejected_batch_accumulates_nothing(rng):
         r.update(rng.standard_normal((4, 3)), rng.standard_normal((3, 2)))
     with pytest.raises(ValueError, match="2-D"):
         r.update(rng.standard_normal(3), rng.standard_normal((1, 2)))
-    with pytest.raises(ValueError, match="x has no rows"):
+    with pytest.raises(ValueError, match="x has no samples"):
         r.update(np.zeros((0, 3)), np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="x has no samples"):
+        r.update(np.zeros((0, 3, 4, 4)), np.zeros((0, 2, 4, 4)))
+    with pytest.raises(ValueError, match="y overflow float64"):  # finite values whose squares overflow
+        r.update(rng.standard_normal((4, 3)), 1e200 * rng.standard_normal((4, 2)))
     assert r.n_samples == 5
     np.testing.assert_array_equal(r.comoment, before)
 

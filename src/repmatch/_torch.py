@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_device", "to_device", "pair", "joint_batch", "centred_moments", "stack_r", "normalised_gram",
+__all__ = ["as_device", "to_device", "pair", "joint_batch", "checked_moments", "centred_moments", "stack_r", "normalised_gram",
            "gram_distances", "submatrix"]
 
 
@@ -77,6 +77,8 @@ def _as_batch(a, name: str, width: int, wname: str, device) -> torch.Tensor:
                          f"got shape {tuple(a.shape)}")
     if a.is_complex():
         raise ValueError(f"{name} must be real, got dtype {a.dtype}")
+    if a.numel() == 0:
+        raise ValueError(f"{name} has no samples (shape {tuple(a.shape)}); need at least one")
     a = a.detach().to(device=device)
     if a.dim() > 2:  # conv output: every (input, position) is a sample
         a = a.reshape(a.shape[0], width, -1).transpose(1, 2).reshape(-1, width)
@@ -104,12 +106,30 @@ def joint_batch(red, x, y, names=("x", "y")) -> torch.Tensor:
             f"{names[0]} and {names[1]} must have the same number of rows (the same inputs): {names[0]} gives "
             f"{xt.shape[0]} samples, {names[1]} gives {yt.shape[0]}"
         )
-    z = torch.cat([xt, yt], dim=1)
-    if not bool(torch.isfinite(z).all()):  # the one value that crosses to the host per batch
-        for t, name in ((xt, names[0]), (yt, names[1])):
-            if not bool(torch.isfinite(t).all()):
+    return torch.cat([xt, yt], dim=1)
+
+
+def checked_moments(red, z: torch.Tensor, names) -> tuple:
+    """(mean, centred co-moment) of the rows of z (centred in place), checked finite.
+
+    One boolean crosses to the host per batch: NaN/Inf in the input propagate into the mean and
+    the diagonal, and so does float64 overflow of a square; only then are the sides inspected
+    to say which one, and whether it held non-finite values or overflowed.
+    """
+    finite_in = torch.isfinite(z).all(dim=0)
+    mean, com = centred_moments(z)
+    ok = finite_in.all() & torch.isfinite(mean).all() & torch.isfinite(torch.diagonal(com)).all()
+    if not bool(ok):
+        bad_in = (~finite_in).cpu().numpy()
+        diag_bad = (~torch.isfinite(torch.diagonal(com))).cpu().numpy()
+        sides = ((slice(0, red.n_x), names[0]), (slice(red.n_x, None), names[1]))
+        for sl, name in sides:
+            if bad_in[sl].any():
                 raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
-    return z
+        bad = [name for sl, name in sides if diag_bad[sl].any()]
+        raise ValueError(f"{' and '.join(bad) or names[0]} overflow float64 in the co-moments "
+                         "(squares of values above ~1e154); rescale the activations")
+    return mean, com
 
 
 def centred_moments(z: torch.Tensor) -> tuple:

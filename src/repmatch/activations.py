@@ -9,8 +9,11 @@ Layers
     of leaf modules (``list_layers``; negative indices count from the end), or by type (``"ReLU"``,
     ``"type:Conv2d"`` or the class ``torch.nn.ReLU``: every module of that type). The default is
     every ReLU, the papers' convention. A forward hook on the module itself records its output, so
-    an in-place ReLU is captured after the ReLU; the recorded tensor is copied at once, so later
-    in-place operations cannot change it. Hooks are registered in a context manager and removed
+    an in-place ReLU is captured after the ReLU. The recorded tensor is either copied at once
+    (``LayerRecorder(copy=True)``, what :func:`extract`, :func:`stream_pair` and overlapped
+    reductions use) or kept as a view whose autograd version counter is checked after the forward
+    pass; a layer overwritten in place later in the pass is then switched to copying and the batch
+    run again (:func:`_forward`), so later in-place operations never change what is reduced. Hooks are registered in a context manager and removed
     even when the forward pass raises. ``DataParallel``/``DistributedDataParallel`` wrappers are
     unwrapped (names may be given with or without the ``module.`` prefix).
 
@@ -226,10 +229,13 @@ def _n_neurons(t: torch.Tensor) -> int:
 
 # ---------------------------------------------------------------------------------------------- hooks
 class LayerRecorder(contextlib.AbstractContextManager):
-    """Forward hooks on the chosen modules that keep each one's last output as a 2-D tensor.
+    """Forward hooks on the chosen modules that keep each one's last output.
 
     Use as a context manager: hooks are registered on entry and always removed on exit, also when
-    the forward pass raises. ``outputs[name]`` holds the current batch (copied, detached).
+    the forward pass raises. ``outputs[name]`` holds the current batch, detached: a (B, C, positions)
+    tensor for conv outputs in ``positions`` mode, else the 2-D (samples, neurons) result of the
+    conv mode. ``copy=True`` copies it at once; ``copy=False`` keeps a view and its version
+    counter (see :meth:`modified`). Inference-mode tensors (no version counter) are always copied.
     """
 
     def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions", copy: bool = True):
@@ -268,9 +274,11 @@ class LayerRecorder(contextlib.AbstractContextManager):
             self.outputs[name] = t
         return hook
 
-    def modified(self) -> list:
-        """Layers whose recorded (uncopied) output was changed in place after its hook ran."""
-        return [n for n, v in self._versions.items() if n in self.outputs and self.outputs[n]._version != v]
+    def modified(self, outputs=None) -> list:
+        """Layers whose recorded (uncopied) output was changed in place after its hook ran
+        (``outputs``: the recorded dict to check, default the current one)."""
+        outputs = self.outputs if outputs is None else outputs
+        return [n for n, v in self._versions.items() if n in outputs and outputs[n]._version != v]
 
     def __enter__(self):
         try:
@@ -294,15 +302,19 @@ class LayerRecorder(contextlib.AbstractContextManager):
 
 
 def _forward(rec: LayerRecorder, model: nn.Module, x: torch.Tensor, tag: str) -> dict:
-    """Run ``model(x)`` and return the recorded ``{layer: tensor}``, checked complete and intact.
+    """Run ``model`` on a private copy of ``x``; return the recorded ``{layer: tensor}``, checked complete.
 
-    Without copies, a layer whose output was overwritten in place later in the same forward pass
-    (its version counter moved) is switched to copying and the batch is run again, so what is
-    returned always equals the output at the moment the layer produced it.
+    The copy keeps ``x`` intact for the other model and for a re-run, whatever the forward pass
+    does to its input in place (an output may even be the input itself, e.g. an Identity or an
+    eval-mode Dropout, later overwritten by an in-place ReLU). Without copies, a layer whose output
+    was overwritten in place later in the pass (its version counter moved) is switched to copying
+    and the batch is run again on a fresh copy of ``x``, so what is returned equals the output at
+    the moment the layer produced it. Writes that bypass autograd's version counter (through
+    ``.data`` or a NumPy view) are not seen: use copies (``overlap=True``) for such models.
     """
     for _ in range(2):
         rec.outputs, rec._versions = {}, {}
-        model(x)
+        model(x.clone())
         missing = [n for n in rec.modules if n not in rec.outputs]
         if missing:
             raise ValueError(f"{tag}: layers {missing} were not called in the forward pass")
@@ -311,7 +323,7 @@ def _forward(rec: LayerRecorder, model: nn.Module, x: torch.Tensor, tag: str) ->
             break
         rec.copy_layers.update(bad)
     out = {n: rec.outputs[n] for n in rec.modules}
-    rec.outputs, rec._versions = {}, {}
+    rec.outputs = {}
     return out
 
 
@@ -452,6 +464,9 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
                 rec_a.draw = rec_b.draw = _sample_draw(x.shape[0], rec_a.k, sample_seed, i, dev)
             acts_a = _forward(rec_a, model_a, x, "model_a")
             acts_b = _forward(rec_b, model_b, x, "model_b")
+            if rec_a.modified(acts_a):  # model_b's pass wrote into model_a's outputs (shared storage)
+                rec_a.copy_layers.update(rec_a.modified(acts_a))
+                acts_a = _forward(rec_a, model_a, x, "model_a")
             yield i, acts_a, acts_b
 
 
@@ -563,6 +578,13 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     rec_names_b = list(resolve_layers(unwrap(model_b), layers if layers_b is None else layers_b))
     plan = _resolve_pairs(rec_names_a, rec_names_b, pairs)
     parse_conv_mode(conv_mode)  # validate before any work
+    red_device = _reduction_device(reduction_device, device, model_a)
+    cores = _available_cores()
+    if overlap is None:
+        overlap = red_device is None and torch.get_num_threads() < cores
+    if threads is None:
+        threads = max(1, cores - torch.get_num_threads()) if overlap else max(1, min(torch.get_num_threads(), cores))
+    threads = check_positive_int(threads, "threads")
     if save_npz is not None:
         if isinstance(save_npz, (str, os.PathLike)) or len(save_npz) != 2:
             raise ValueError("save_npz must be a pair of paths (path_a, path_b)")
@@ -574,13 +596,6 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
         if (save is not None or tmpdir is not None) else None
     reductions: dict = {}
-    red_device = _reduction_device(reduction_device, device, model_a)
-    cores = _available_cores()
-    if overlap is None:
-        overlap = red_device is None and torch.get_num_threads() < cores
-    if threads is None:
-        threads = max(1, cores - torch.get_num_threads()) if overlap else max(1, min(torch.get_num_threads(), cores))
-    threads = check_positive_int(threads, "threads")
     # Without overlap each batch is reduced before the next forward pass, straight from the
     # modules' outputs (no copy; checked intact through their version counters).
     stream = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
@@ -649,19 +664,59 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
 
 
 def _available_cores() -> int:
+    """Physical cores this process may use: the CPUs of its affinity mask with hyperthread siblings
+    counted once, capped by a cgroup CPU quota (containers); torch's default thread count is also
+    one per physical core."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as fh:
+                cores.add(fh.read().strip())
+        except OSError:
+            cores.add(str(c))
+    n = max(1, len(cores))
+    quota = _cgroup_cpu_quota()
+    return max(1, min(n, quota)) if quota else n
+
+
+def _cgroup_cpu_quota():
+    """CPUs allowed by a cgroup quota (rounded up), or None when unlimited or unknown."""
+    import math
+
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as fh:  # cgroup v2: "max 100000" or "200000 100000"
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            return math.ceil(int(quota) / int(period))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fq, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fp:
+            quota, period = int(fq.read()), int(fp.read())
+        return math.ceil(quota / period) if quota > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def _single_threaded_blas():
-    """Hold NumPy's and SciPy's BLAS to one thread (threadpoolctl, when installed)."""
+    """Hold NumPy's and SciPy's BLAS to one thread (threadpoolctl, when installed); a BLAS inside
+    torch's own directory (and OpenMP, which torch's convolutions use) is left alone."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - optional dependency
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    controller = ThreadpoolController()
+    torch_dir = os.path.dirname(torch.__file__)
+    paths = [lib.filepath for lib in controller.lib_controllers
+             if lib.user_api == "blas" and not os.path.abspath(lib.filepath).startswith(torch_dir)]
+    if not paths:
+        return contextlib.nullcontext()
+    return controller.select(filepath=paths).limit(limits=1)
 
 
 def _reduction_device(reduction_device, device, model):
@@ -671,7 +726,12 @@ def _reduction_device(reduction_device, device, model):
         return None if dev.type == "cpu" else dev
     if isinstance(reduction_device, str) and reduction_device == "host":
         return None
-    return reduction_device
+    from ._torch import as_device
+
+    try:
+        return as_device(reduction_device)
+    except ValueError as exc:
+        raise ValueError(f"reduction_device: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- saved files

@@ -196,10 +196,12 @@ class Reduction:
         :func:`shifted_moments` (host Gram path only)."""
         if self.device is not None:
             backend = _torch_backend()
-            z = backend.joint_batch(self, x, y, names)  # checked float64 (b, n) tensor on self.device
-            if self._acc["r"] is not None:
-                self._acc["r"] = backend.stack_r([self._acc["r"], z], self.n_neurons)
-            self._combine(z.shape[0], *backend.centred_moments(z))
+            z = backend.joint_batch(self, x, y, names)  # float64 (b, n) tensor on self.device
+            r_new = backend.stack_r([self._acc["r"], z], self.n_neurons) if self._acc["r"] is not None else None
+            mean_b, com_b = backend.checked_moments(self, z, names)  # raises before anything is kept
+            if r_new is not None:
+                self._acc["r"] = r_new
+            self._combine(z.shape[0], mean_b, com_b)
             self._cache.clear()
             return self
         xa = _as_blocks(x, names[0], self.n_x, "n_x")
@@ -210,15 +212,19 @@ class Reduction:
                 f"{names[0]} and {names[1]} must have the same number of rows (the same inputs): {names[0]} has "
                 f"shape {_shape_of(x)} ({rows[0]} samples), {names[1]} has shape {_shape_of(y)} ({rows[1]} samples)"
             )
-        if xa.shape[2] != ya.shape[2]:  # e.g. rows against (batch, C, positions): align as rows
-            xa, ya = (_block_rows(a)[:, :, None] for a in (xa, ya))
+        if xa.shape[2] != ya.shape[2]:
+            if np.ndim(x) > 2 and np.ndim(y) > 2:  # two conv outputs: the same images and positions
+                raise ValueError(
+                    f"{names[0]} and {names[1]} are conv outputs of different shapes {_shape_of(x)} and "
+                    f"{_shape_of(y)}: each (input, position) of one must be a sample of the other")
+            xa, ya = (_block_rows(a)[:, :, None] for a in (xa, ya))  # rows against a conv output
         if self.method == "qr":  # the factor needs the rows themselves
             self._update_checked(_block_rows(xa), _block_rows(ya), names)
         else:
-            self._update_blocks([xa, ya], names, pool)
+            self._update_blocks([xa, ya], names, pool, (x, y))
         return self
 
-    def _update_blocks(self, parts, names, pool=None) -> None:
+    def _update_blocks(self, parts, names, pool=None, originals=None) -> None:
         """Gram path: one batch given as (B, n_i, L) parts, X's neurons first (see shifted_moments)."""
         with np.errstate(over="ignore", invalid="ignore"):
             if self.n_samples == 0:
@@ -226,7 +232,7 @@ class Reduction:
                 shift = np.concatenate([p.sum(axis=(0, 2), dtype=np.float64) for p in parts]) / rows
             else:
                 shift = self._mean
-            rows, mean_b, com_b = shifted_moments(parts, shift, names, pool)
+            rows, mean_b, com_b = shifted_moments(parts, shift, names, pool, originals)
         self._combine(rows, mean_b, com_b)
         self._cache.clear()
 
@@ -425,6 +431,8 @@ _MIN_CHUNK_ROWS = 512
 #: products keep several BLAS threads busy.
 _WIDE = 512
 _WIDE_CHUNK_ROWS = 4096
+#: Most extra memory the thread split of one batch may take (each thread's sums and buffers).
+_SPLIT_BYTES = 256 * 2**20
 
 
 def _shape_of(a) -> tuple:
@@ -444,10 +452,9 @@ def _as_blocks(a, name: str, width: int, wname: str) -> np.ndarray:
     if arr.shape[1] != width:
         raise ValueError(f"{name} must have {wname}={width} {'columns' if arr.ndim == 2 else 'channels (axis 1)'}, "
                          f"got shape {arr.shape}")
-    blocks = arr[:, :, None] if arr.ndim == 2 else arr.reshape(arr.shape[0], arr.shape[1], -1)
-    if blocks.shape[0] * blocks.shape[2] == 0:
+    if arr.size == 0:
         raise ValueError(f"{name} has no samples (shape {arr.shape}); need at least one")
-    return blocks
+    return arr[:, :, None] if arr.ndim == 2 else arr.reshape(arr.shape[0], arr.shape[1], -1)
 
 
 def _block_rows(a: np.ndarray) -> np.ndarray:
@@ -468,7 +475,7 @@ def _row_blocks(B: int, L: int, chunk_rows: int):
                 yield b, b + 1, l0, min(L, l0 + chunk_rows)
 
 
-def shifted_moments(parts, shift: np.ndarray, names, pool=None) -> tuple:
+def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) -> tuple:
     """(rows, mean, centred co-moment) of one batch whose neurons are spread over ``parts``.
 
     ``parts`` are 3-D (B, n_i, L) arrays (any real dtype, any strides) with the same B and L: the
@@ -485,7 +492,9 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None) -> tuple:
 
     ``pool``: an optional ``(executor, workers)``; the chunks are then split into ``workers``
     contiguous groups accumulated on the executor's threads (meant for single-threaded BLAS) and
-    summed in group order, so results are deterministic for a given number of workers.
+    summed in group order, so results are deterministic for a given number of workers. Each group
+    holds its own (n + 1)^2 sums and buffers, so the groups are fewer when that would exceed
+    ``_SPLIT_BYTES``. ``originals``: the arrays as the caller gave them, for error messages.
     """
     B, _, L = parts[0].shape
     widths = [p.shape[1] for p in parts]
@@ -502,22 +511,29 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None) -> tuple:
         S = _accumulate(job, blocks)
     else:
         executor, workers = pool
+        per_group = 8 * (n + 1) * (2 * (n + 1) + min(rows, chunk_rows))
+        workers = max(1, min(workers, _SPLIT_BYTES // per_group))
         groups = [g for g in np.array_split(np.arange(len(blocks)), min(workers, len(blocks))) if g.size]
         futures = [executor.submit(_accumulate, job, [blocks[i] for i in g]) for g in groups]
         S = futures[0].result()
         for f in futures[1:]:
             S += f.result()
     sums = S[:n, n]
-    diag = np.diagonal(S)[:n]
+    with np.errstate(over="ignore", invalid="ignore"):
+        com = S[:n, :n] - np.outer(sums / rows, sums)
+    diag = np.diagonal(com)
     if not (np.isfinite(diag).all() and np.isfinite(sums).all()):
-        for p, name in zip(parts, names):
-            check_finite(p[:, :, 0] if p.shape[2] == 1 else p, name)
+        originals = parts if originals is None else originals
+        for p, name in zip(originals, names):
+            p = to_numpy(p)
+            check_finite(p[:, :, 0] if p.ndim == 3 and p.shape[2] == 1 else p, name)
         bad = [name for o, w, name in zip(offsets, widths, names) if not np.isfinite(diag[o:o + w]).all()]
         raise ValueError(f"{' and '.join(bad) or names[0]} overflow float64 in the co-moments "
                          "(squares of values above ~1e154); rescale the activations")
-    mean = shift + sums / rows
-    com = S[:n, :n] - np.outer(sums, sums) * (1.0 / rows)
-    return rows, mean, com
+    # a variance is >= 0: the shifted form can leave -1e-16 relative for a unit that is constant
+    # within the batch, where the centred sum of squares would give exactly 0
+    np.fill_diagonal(com, np.maximum(diag, 0.0))
+    return rows, shift + sums / rows, com
 
 
 def _accumulate(job, blocks) -> np.ndarray:

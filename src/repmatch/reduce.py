@@ -431,6 +431,8 @@ _MIN_CHUNK_ROWS = 512
 #: products keep several BLAS threads busy.
 _WIDE = 512
 _WIDE_CHUNK_ROWS = 4096
+#: Fewest rows per chunk when a batch is split between threads.
+_MIN_SPLIT_ROWS = 256
 #: Most extra memory the thread split of one batch may take (each thread's sums and buffers).
 _SPLIT_BYTES = 256 * 2**20
 
@@ -503,16 +505,20 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) 
     chunk_rows = max(_MIN_CHUNK_ROWS, _CHUNK_DOUBLES // (n + 1))
     if n + 1 >= _WIDE:  # n^2 flops per row dwarf the conversion: favour long products (BLAS threads)
         chunk_rows = max(chunk_rows, _WIDE_CHUNK_ROWS)
+    workers = 1
+    if pool is not None:  # each group of chunks holds its own sums and buffer: cap their memory
+        per_group = 8 * (n + 1) * (2 * (n + 1) + min(rows, chunk_rows))
+        workers = max(1, min(pool[1], _SPLIT_BYTES // per_group))
+    if workers > 1:  # enough chunks for every thread of the split
+        chunk_rows = min(chunk_rows, max(_MIN_SPLIT_ROWS, -(-rows // workers)))
     offsets = np.cumsum([0] + widths)
     shifts = [shift[offsets[i]:offsets[i + 1]] for i in range(len(parts))]
     blocks = list(_row_blocks(B, L, chunk_rows))
     job = (parts, shifts, offsets, widths, n, min(rows, chunk_rows))
-    if pool is None or pool[1] < 2 or len(blocks) < 2:
+    if workers < 2 or len(blocks) < 2:
         S = _accumulate(job, blocks)
     else:
-        executor, workers = pool
-        per_group = 8 * (n + 1) * (2 * (n + 1) + min(rows, chunk_rows))
-        workers = max(1, min(workers, _SPLIT_BYTES // per_group))
+        executor = pool[0]
         groups = [g for g in np.array_split(np.arange(len(blocks)), min(workers, len(blocks))) if g.size]
         futures = [executor.submit(_accumulate, job, [blocks[i] for i in g]) for g in groups]
         S = futures[0].result()

@@ -181,6 +181,10 @@ class SimilarityCurve:
 
 
 # ---------------------------------------------------------------------------- geometry
+_dpstrf = scipy.linalg.lapack.dpstrf
+_dtrtrs = scipy.linalg.lapack.dtrtrs
+
+
 class GramSpace:
     """Unit-diagonal Gram matrix of the neurons; distances by pivoted Cholesky (see module docstring)."""
 
@@ -198,14 +202,21 @@ class GramSpace:
             from ._torch import gram_distances
 
             return gram_distances(self.G, A, B, self.tol)
-        U, piv, rank, info = scipy.linalg.lapack.dpstrf(self.G[np.ix_(B, B)], tol=self.tol**2, lower=0)
+        # Called tens of thousands of times on small blocks by the simple-match search: LAPACK is
+        # called directly (no SciPy argument checking) and blocks are gathered with take().
+        B = np.asarray(B)
+        U, piv, rank, info = _dpstrf(self.G.take(B, axis=0).take(B, axis=1), tol=self.tol**2, lower=0)
         if info < 0:  # pragma: no cover - LAPACK argument error
             raise RuntimeError(f"dpstrf failed with info={info}")
         rank = int(rank)
         if rank == 0:
             return np.ones(len(A))
-        basis = np.asarray(B)[piv[:rank] - 1]
-        W = scipy.linalg.solve_triangular(U[:rank, :rank], self.G[np.ix_(basis, A)], trans="T", check_finite=False)
+        basis = B[piv[:rank] - 1]
+        # U^T W = G[basis, A]: W's column j holds the coordinates of neuron A[j] on the orthonormal
+        # basis of span(B), so 1 - |W_j|^2 is its squared distance to span(B)
+        W, info = _dtrtrs(U[:rank, :rank], self.G.take(basis, axis=0).take(A, axis=1), lower=0, trans=1)
+        if info != 0:  # pragma: no cover - rank-revealed pivots are positive
+            raise RuntimeError(f"dtrtrs failed with info={info}")
         return np.sqrt(np.clip(1.0 - np.einsum("ij,ij->j", W, W), 0.0, 1.0))
 
     def restrict(self, cols: np.ndarray) -> "GramSpace":

@@ -1,0 +1,44 @@
+"""The benchmark scripts still run (smoke test at tiny sizes; speed itself is never asserted here).
+
+Each script checks its own results against the baseline it times (equal matches, moments to
+tolerance) and exits non-zero when they differ, so this also catches a fast path drifting from
+its reference.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run(script, *args, timeout=300):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                         timeout=timeout, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return res.stdout
+
+
+def test_bench_extract_quick():
+    pytest.importorskip("torch")
+    out = run("bench_extract.py", "--quick")
+    for mode in ("positions", "positions/sequential", "positions/overlap", "sample:1000", "avgpool"):
+        assert f"[{mode:>20}]" in out and "ratio" in out
+    assert "training throughput" in out
+
+
+def test_bench_gpu_runs_on_cpu_torch():
+    pytest.importorskip("torch")
+    out = run("bench_gpu.py", "--device", "cpu", "--rows", "40000", "--batch", "10000", "--neurons", "32",
+              "--images", "64", "--width", "0.25")
+    assert "NO GPU" in out and "[reduce]" in out and "[curve]" in out and "sizes identical" in out
+    assert "[extract]" in out and "reductions on cpu" in out
+
+
+def test_bench_alignment_quick():
+    out = run("bench_alignment.py", "--quick")
+    assert "ratio repmatch / numpy" in out and "[bipartite]" in out and "bipartite_match" in out

@@ -50,13 +50,19 @@ def to_device(a, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
 
-def _as_2d(a, name: str) -> torch.Tensor:
-    """``a`` as a 2-D tensor, left where it is (arrays wrapped without a copy); ValueError naming ``name``."""
+def _as_tensor(a, name: str) -> torch.Tensor:
+    """``a`` as a tensor, left where it is (arrays wrapped without a copy); ValueError naming ``name``."""
     if not isinstance(a, torch.Tensor):
         a = np.asarray(a)
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise ValueError(f"{name} must be a numeric array or tensor, got dtype {a.dtype}")
         a = torch.from_numpy(np.ascontiguousarray(a))
+    return a
+
+
+def _as_2d(a, name: str) -> torch.Tensor:
+    """``a`` as a 2-D tensor (see _as_tensor); ValueError naming ``name``."""
+    a = _as_tensor(a, name)
     if a.dim() != 2:
         raise ValueError(f"{name} must be 2-D (samples, neurons), got shape {tuple(a.shape)}")
     return a
@@ -64,11 +70,7 @@ def _as_2d(a, name: str) -> torch.Tensor:
 
 def _as_batch(a, name: str, width: int, wname: str, device) -> torch.Tensor:
     """One side of a batch as (samples, width): (b, n) as is; (B, n, *spatial) -> (B * L, n) image-major."""
-    if not isinstance(a, torch.Tensor):
-        a = np.asarray(a)
-        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-            raise ValueError(f"{name} must be a numeric array or tensor, got dtype {a.dtype}")
-        a = torch.from_numpy(np.ascontiguousarray(a))
+    a = _as_tensor(a, name)
     if a.dim() < 2:
         raise ValueError(f"{name} must be 2-D (samples, neurons) or (batch, neurons, *spatial), got shape "
                          f"{tuple(a.shape)}")
@@ -82,8 +84,6 @@ def _as_batch(a, name: str, width: int, wname: str, device) -> torch.Tensor:
     a = a.detach().to(device=device)
     if a.dim() > 2:  # conv output: every (input, position) is a sample
         a = a.reshape(a.shape[0], width, -1).transpose(1, 2).reshape(-1, width)
-    if a.shape[0] == 0:
-        raise ValueError(f"{name} has no rows (shape {tuple(a.shape)}); need at least one sample")
     return a.to(dtype=torch.float64)
 
 

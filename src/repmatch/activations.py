@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 
 from ._atomic import atomic_savez, atomic_write_bytes, atomic_write_json
+from ._threads import available_cores, single_threaded_blas
 from ._validate import check_positive_int
 from .io import SAVED_FORMAT, read_saved_manifest
 from .reduce import Reduction
@@ -403,12 +404,8 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
             x = _batch_input(batch).to(dev)
             if rec.mode == "sample":
                 rec.draw = _sample_draw(x.shape[0], rec.k, sample_seed, i, dev)
-            model(x)
-            for name in rec.modules:
-                if name not in rec.outputs:
-                    raise ValueError(f"layer {name!r} was not called in the forward pass")
-                chunks.setdefault(name, []).append(_rows(rec.outputs[name]))
-            rec.outputs = {}
+            for name, t in _forward(rec, model, x, "model").items():
+                chunks.setdefault(name, []).append(_rows(t))
     if not chunks:
         raise ValueError("loader yielded no batches")
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
@@ -464,8 +461,9 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
                 rec_a.draw = rec_b.draw = _sample_draw(x.shape[0], rec_a.k, sample_seed, i, dev)
             acts_a = _forward(rec_a, model_a, x, "model_a")
             acts_b = _forward(rec_b, model_b, x, "model_b")
-            if rec_a.modified(acts_a):  # model_b's pass wrote into model_a's outputs (shared storage)
-                rec_a.copy_layers.update(rec_a.modified(acts_a))
+            changed = rec_a.modified(acts_a)  # model_b's pass wrote into model_a's outputs (shared storage)
+            if changed:
+                rec_a.copy_layers.update(changed)
                 acts_a = _forward(rec_a, model_a, x, "model_a")
             yield i, acts_a, acts_b
 
@@ -579,7 +577,7 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     plan = _resolve_pairs(rec_names_a, rec_names_b, pairs)
     parse_conv_mode(conv_mode)  # validate before any work
     red_device = _reduction_device(reduction_device, device, model_a)
-    cores = _available_cores()
+    cores = available_cores()
     if overlap is None:
         overlap = red_device is None and torch.get_num_threads() < cores
     if threads is None:
@@ -616,7 +614,7 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     # updates, so the numbers are exactly those of the sequential loop.
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="repmatch-reduce") if overlap else None
     pending = None
-    blas = _single_threaded_blas() if red_device is None else contextlib.nullcontext()
+    blas = single_threaded_blas() if red_device is None else contextlib.nullcontext()
     try:
         blas.__enter__()
         # stream.close() in finally: on an error the hooks go now, not when the traceback dies
@@ -661,62 +659,6 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         if tmpdir is not None:
             tmpdir.cleanup()
     return reductions
-
-
-def _available_cores() -> int:
-    """Physical cores this process may use: the CPUs of its affinity mask with hyperthread siblings
-    counted once, capped by a cgroup CPU quota (containers); torch's default thread count is also
-    one per physical core."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for c in cpus:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as fh:
-                cores.add(fh.read().strip())
-        except OSError:
-            cores.add(str(c))
-    n = max(1, len(cores))
-    quota = _cgroup_cpu_quota()
-    return max(1, min(n, quota)) if quota else n
-
-
-def _cgroup_cpu_quota():
-    """CPUs allowed by a cgroup quota (rounded up), or None when unlimited or unknown."""
-    import math
-
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as fh:  # cgroup v2: "max 100000" or "200000 100000"
-            quota, period = fh.read().split()[:2]
-        if quota != "max":
-            return math.ceil(int(quota) / int(period))
-        return None
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as fq, open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as fp:
-            quota, period = int(fq.read()), int(fp.read())
-        return math.ceil(quota / period) if quota > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def _single_threaded_blas():
-    """Hold NumPy's and SciPy's BLAS to one thread (threadpoolctl, when installed); a BLAS inside
-    torch's own directory (and OpenMP, which torch's convolutions use) is left alone."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - optional dependency
-        return contextlib.nullcontext()
-    controller = ThreadpoolController()
-    torch_dir = os.path.dirname(torch.__file__)
-    paths = [lib.filepath for lib in controller.lib_controllers
-             if lib.user_api == "blas" and not os.path.abspath(lib.filepath).startswith(torch_dir)]
-    if not paths:
-        return contextlib.nullcontext()
-    return controller.select(filepath=paths).limit(limits=1)
 
 
 def _reduction_device(reduction_device, device, model):

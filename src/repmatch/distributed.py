@@ -262,10 +262,11 @@ def sweep(reductions: dict, eps, *, tol: float | None = None, client=None, sched
 
 
 def _deletion_task(geo, I, J, thr, jobs):
-    from .simple import _deletion, _single_threaded_blas
+    from ._threads import single_threaded_blas
+    from .simple import _deletion
 
     out = []
-    with _single_threaded_blas():
+    with single_threaded_blas():
         for v, order in jobs:
             out.append(_deletion(geo, I, J, v, order, thr))
     return out

@@ -490,7 +490,7 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) 
     The subtraction loses about ``eps * |mean - shift|^2 / variance`` relative accuracy: callers pass
     the batch mean (first batch) or the running mean (later ones), for which it is negligible, and a
     unit that is constant at the shift gives exactly zero. Non-finite input (or float64 overflow of a
-    square) is detected from the diagonal and the sums of ``S`` and reported naming the part.
+    square) is detected from the sums and the co-moment's diagonal and reported naming the part.
 
     ``pool``: an optional ``(executor, workers)``; the chunks are then split into ``workers``
     contiguous groups accumulated on the executor's threads (meant for single-threaded BLAS) and

@@ -20,26 +20,15 @@ v in the maximum match, plus ``restarts`` random deletion orders per v) — not 
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from ._threads import single_threaded_blas
 from ._validate import as_rng, check_eps, check_positive_int
 from .subspace import Geometry, Match, _make_match, _resolve, _threshold, prune
 
 __all__ = ["v_minimal_match", "simple_matches", "SimpleMatches"]
-
-
-def _single_threaded_blas():
-    """Small dense solves run faster on one BLAS thread than on several (and far faster when the
-    machine is busy: idle BLAS threads spin). threadpoolctl comes with scikit-learn; without it the
-    BLAS is left alone."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional dependency
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _deletion(geo: Geometry, I: np.ndarray, J: np.ndarray, v: int, order, threshold: float) -> tuple:
@@ -134,7 +123,7 @@ def v_minimal_match(
     if v not in S:
         return None
     gen = None if rng is None else as_rng(rng)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         I, J = _deletion(geo, I, J, v, _order(S, v, gen), thr)
     return _make_match(geo, I, J, eps)
 
@@ -247,7 +236,7 @@ def simple_matches(
         for v in iterator:
             v = int(v)
             for order in _orders(S, v, gen, restarts):
-                with _single_threaded_blas():
+                with single_threaded_blas():
                     res = _deletion(geo, I, J, v, order, thr)
                 yield v, res
 

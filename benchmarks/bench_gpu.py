@@ -15,6 +15,10 @@ Parts (each prints both times, the ratio NumPy time / torch time, and checks the
            to the host) vs models on the CPU with NumPy reductions. Prints images/s of both, the
            ratio, and each side's ratio to its own plain forward pass. Moments must agree to 1e-6
            relative (float32 convolutions differ between devices; the reductions are float64).
+  assign : bipartite matching of a device reduction (``--units`` + ``--units``, and a rectangular
+           problem with 2% fewer live units on one side, as dead ReLUs make): the auction solver on
+           the device vs SciPy's LAPJV on the host (its time includes copying the correlation
+           matrix to the host). Pairs must be identical and the certified gap <= ASSIGN_TOL.
 
 Without a GPU it says so and runs on CPU torch: the ratio then measures torch-on-CPU against NumPy,
 not a GPU speed-up.
@@ -136,6 +140,28 @@ def bench_extract(device, width, images, batch=256):
     assert err < 1e-6, f"moments differ: {err:.2e}"
 
 
+def bench_assign(device, units, seed=0):
+    from repmatch.alignment import ASSIGN_TOL
+
+    rng = np.random.default_rng(seed)
+    for n_x, n_y in ((units, units), (units - units // 50, units)):
+        Z = rng.standard_normal((4 * units, n_y))
+        W = Z[:, :n_x] @ (0.3 * rng.standard_normal((n_x, n_x))) + rng.standard_normal((4 * units, n_x))
+        r = Reduction.from_arrays(W, Z, device=device)
+        repmatch.bipartite_match(r, solver="auction")  # warm-up (kernels, the correlation cache)
+        t0 = time.perf_counter()
+        a = repmatch.bipartite_match(r, solver="auction")
+        t_auction = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s = repmatch.bipartite_match(r, solver="scipy")
+        t_scipy = time.perf_counter() - t0
+        same = np.array_equal(a.x, s.x) and np.array_equal(a.y, s.y)
+        print(f"[assign] {n_x} x {n_y} units: auction on {device} {t_auction * 1e3:.0f} ms (gap "
+              f"{a.optimality_gap:.1e}) | SciPy on the host {t_scipy * 1e3:.0f} ms | ratio {t_scipy / t_auction:.2f}x "
+              f"| pairs {'identical' if same else 'DIFFER'}")
+        assert same and a.optimality_gap <= ASSIGN_TOL
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -144,7 +170,9 @@ def main():
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--width", type=float, default=0.5, help="vgg11 width multiplier of the extract part")
     ap.add_argument("--images", type=int, default=2048, help="images of the extract part")
-    ap.add_argument("--only", nargs="+", choices=("reduce", "curve", "extract"), default=("reduce", "curve", "extract"))
+    ap.add_argument("--units", type=int, default=1024, help="units per side of the assign part")
+    parts = ("reduce", "curve", "extract", "assign")
+    ap.add_argument("--only", nargs="+", choices=parts, default=parts)
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -160,6 +188,8 @@ def main():
         bench_curve(device)
     if "extract" in args.only:
         bench_extract(device, args.width, args.images)
+    if "assign" in args.only:
+        bench_assign(device, args.units)
 
 
 if __name__ == "__main__":

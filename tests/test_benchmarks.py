@@ -34,9 +34,10 @@ def test_bench_extract_quick():
 def test_bench_gpu_runs_on_cpu_torch():
     pytest.importorskip("torch")
     out = run("bench_gpu.py", "--device", "cpu", "--rows", "40000", "--batch", "10000", "--neurons", "32",
-              "--images", "64", "--width", "0.25")
+              "--images", "64", "--width", "0.25", "--units", "60")
     assert "NO GPU" in out and "[reduce]" in out and "[curve]" in out and "sizes identical" in out
     assert "[extract]" in out and "reductions on cpu" in out
+    assert out.count("[assign]") == 2 and out.count("pairs identical") == 2
 
 
 def test_bench_alignment_quick():

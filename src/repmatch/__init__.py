@@ -16,7 +16,7 @@ Streaming
 """
 
 from ._validate import RepmatchWarning
-from .alignment import BipartiteMatch, SemiMatch, bipartite_match, semi_match
+from .alignment import ASSIGN_TOL, BipartiteMatch, SemiMatch, bipartite_match, semi_match
 from .clusters import ClusterResult, ClusterSweep, cluster_sweep, hierarchical_groups, spectral_clusters
 from .mi import MIHistogram, mi_bin_edges, mutual_information
 from .nulls import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
@@ -52,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Reduction",
     "GRAM_TOL",
+    "ASSIGN_TOL",
     "QR_TOL",
     "EDGE_SLACK",
     "MIN_SAMPLES_PER_NEURON",

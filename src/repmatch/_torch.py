@@ -22,6 +22,19 @@ Distances (Gram geometry on a device)
     Match decisions can differ only for a distance within ~1e-12 of a threshold.
     Only the |A| distances come back to the host (the pruning logic there decides which neurons
     stay); the n x n Gram matrix stays on the device.
+
+Assignment (bipartite matching on a device)
+    :func:`auction_assignment` maximises ``sum_i A[i, s(i)]`` over one-to-one assignments with
+    Bertsekas' auction algorithm, vectorised: every unassigned row bids at once (Jacobi bidding),
+    with epsilon-scaling (epsilon divided by :data:`AUCTION_SCALING` per phase, down to
+    ``tol / (2 n)`` for n rows) and, for rectangular problems, reverse-auction phases that bring
+    the prices of unassigned columns down to the lowest assigned price. It returns the assignment
+    with a **certified optimality gap**: the dual bound ``sum_i max_j (A_ij - q_j) + sum_j q_j``
+    (``q`` the final prices shifted down by the lowest assigned price, clipped at 0), minus the
+    assignment's total. The bound holds for any prices, so the gap is an upper bound on how far
+    the total is from the optimum, whatever happened; epsilon-complementary slackness makes it at
+    most ``n * epsilon = tol / 2`` plus rounding. Nothing but the assignment and two numbers
+    crosses to the host; each bidding round reads one size (the unassigned rows) there.
 """
 
 from __future__ import annotations
@@ -30,7 +43,12 @@ import numpy as np
 import torch
 
 __all__ = ["as_device", "to_device", "pair", "joint_batch", "checked_moments", "centred_moments", "stack_r", "normalised_gram",
-           "gram_distances", "submatrix"]
+           "gram_distances", "submatrix", "auction_assignment", "AUCTION_SCALING"]
+
+#: Factor by which the auction's epsilon shrinks from one phase to the next. Measured on CPU torch
+#: (64x64 to 1024x1024, 502x512, 200x700 correlation matrices): 8 took the fewest rounds on 4 of
+#: the 5 shapes; 4 and 16 took up to 1.7x and 1.4x more.
+AUCTION_SCALING = 8.0
 
 
 def as_device(device) -> torch.device:
@@ -190,3 +208,142 @@ def gram_distances(G: torch.Tensor, A, B, tol: float) -> np.ndarray:
         d -= col * col
         free[j] = False
     return np.sqrt(np.clip(d[nb:].cpu().numpy(), 0.0, 1.0))
+
+
+def _bid_rounds(A, prices, owner, assigned, eps: float, stats: dict) -> None:
+    """Forward auction: unassigned rows bid for columns until every row holds one.
+
+    Each unassigned row bids for its best column (value ``A_ij - p_j``) the price that makes it
+    indifferent to its second best, plus ``eps``; each column goes to its highest bidder (lowest
+    row index on ties) and the row it displaces becomes unassigned. Keeps eps-complementary
+    slackness for every assigned row.
+    """
+    n, m = A.shape
+    ninf = torch.full_like(prices, -np.inf)
+    nobody = torch.full_like(owner, n)
+    bidders = torch.nonzero(assigned < 0).squeeze(1)
+    while bidders.numel():
+        stats["bidding_rounds"] += 1
+        top_v, top_j = (A.index_select(0, bidders) - prices).topk(2, dim=1)
+        j = top_j[:, 0]
+        bid = prices.index_select(0, j) + (top_v[:, 0] - top_v[:, 1]) + eps
+        best = ninf.scatter_reduce(0, j, bid, "amax", include_self=True)
+        cand = torch.where(bid == best.index_select(0, j), bidders, n)
+        winner = nobody.scatter_reduce(0, j, cand, "amin", include_self=True)
+        cols = torch.nonzero(winner < n).squeeze(1)
+        rows = winner.index_select(0, cols)
+        displaced = owner.index_select(0, cols)
+        assigned[displaced[displaced >= 0]] = -1
+        owner[cols] = rows
+        assigned[rows] = cols
+        prices[cols] = best.index_select(0, cols)
+        bidders = torch.nonzero(assigned < 0).squeeze(1)
+
+
+def _reverse_rounds(A, prices, owner, assigned, eps: float, stats: dict) -> None:
+    """Reverse auction (rectangular problems, all rows assigned): every unassigned column priced
+    above ``lam`` (the lowest assigned price) either takes the row that values it most, at the
+    price that keeps eps-complementary slackness for every row, or drops its price to ``lam``.
+
+    Ends with unassigned prices <= lam <= assigned prices, the condition under which the shifted
+    dual bound of :func:`auction_assignment` is within ``n * eps`` of the assignment's total.
+    Each taken row gains at least ``eps`` profit, so the loop ends.
+    """
+    n, m = A.shape
+    lam = prices[owner >= 0].min()
+    ninf = torch.full((n,), -np.inf, dtype=A.dtype, device=A.device)
+    nobody = torch.full((n,), m, dtype=torch.long, device=A.device)
+    slot = torch.full((m,), -1, dtype=torch.long, device=A.device)
+    while True:
+        cols = torch.nonzero((owner < 0) & (prices > lam)).squeeze(1)
+        if not cols.numel():
+            return
+        stats["reverse_rounds"] += 1
+        profit = A.gather(1, assigned[:, None]).squeeze(1) - prices.index_select(0, assigned)
+        top_v, top_i = (A.index_select(1, cols).T - profit).topk(2, dim=1)
+        drop = top_v[:, 0] - eps <= lam
+        prices[cols[drop]] = lam
+        take = ~drop
+        cols, rows = cols[take], top_i[take, 0]
+        if not cols.numel():
+            continue
+        offer = torch.maximum(top_v[take, 1] - eps, lam)
+        gain = A[rows, cols] - offer  # the row's profit if it accepts
+        best = ninf.scatter_reduce(0, rows, gain, "amax", include_self=True)
+        cand = torch.where(gain == best.index_select(0, rows), cols, m)
+        chosen = nobody.scatter_reduce(0, rows, cand, "amin", include_self=True)
+        won = torch.nonzero(chosen < m).squeeze(1)
+        new_cols = chosen.index_select(0, won)
+        slot[cols] = torch.arange(cols.numel(), device=A.device)
+        prices[new_cols] = offer.index_select(0, slot.index_select(0, new_cols))
+        owner[assigned.index_select(0, won)] = -1
+        owner[new_cols] = won
+        assigned[won] = new_cols
+
+
+def auction_assignment(S, tol: float) -> tuple:
+    """Maximum-total one-to-one assignment of the rows and columns of ``S`` on S's device.
+
+    Parameters
+    ----------
+    S : tensor (n_x, n_y), float64
+        Similarities; ``min(n_x, n_y)`` pairs are formed.
+    tol : float
+        Target optimality gap on the total (absolute): the final epsilon is ``tol / (2 k)`` with
+        ``k = min(n_x, n_y)``.
+
+    Returns
+    -------
+    rows, cols : ndarray of int
+        The pairs, sorted by row.
+    gap : float
+        Certified upper bound on ``optimum - S[rows, cols].sum()`` (module docstring); the caller
+        checks it against ``tol``.
+    stats : dict
+        Bidding and reverse rounds, phases.
+    """
+    transposed = S.shape[0] > S.shape[1]
+    A = (S.T if transposed else S).contiguous()
+    n, m = A.shape
+    stats = {"bidding_rounds": 0, "reverse_rounds": 0, "phases": 0}
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, 0.0, stats
+    if n == 1 or m == 1:
+        if n == 1:
+            assigned = torch.argmax(A, dim=1)
+        else:  # one row, one column
+            assigned = torch.zeros(1, dtype=torch.long, device=A.device)
+        gap = 0.0
+    else:
+        span = float(A.max() - A.min())
+        eps_final = tol / (2 * n)
+        eps = max(span / 4, eps_final)
+        prices = torch.zeros(m, dtype=A.dtype, device=A.device)
+        owner = torch.full((m,), -1, dtype=torch.long, device=A.device)
+        assigned = torch.full((n,), -1, dtype=torch.long, device=A.device)
+        while True:
+            stats["phases"] += 1
+            # rows that break eps-complementary slackness at the new epsilon bid again
+            V = A - prices
+            own = V.gather(1, assigned.clamp(min=0)[:, None]).squeeze(1)
+            slack = (assigned >= 0) & (own < V.max(dim=1).values - eps)
+            owner[assigned[slack]] = -1
+            assigned[slack] = -1
+            _bid_rounds(A, prices, owner, assigned, eps, stats)
+            if n < m:  # every phase: only at the last took 2-7x more rounds (measured)
+                _reverse_rounds(A, prices, owner, assigned, eps, stats)
+            if eps <= eps_final:
+                break
+            eps = max(eps / AUCTION_SCALING, eps_final)
+        total = A.gather(1, assigned[:, None]).sum()
+        q = (prices - prices[owner >= 0].min()).clamp(min=0.0)
+        bound = (A - q).max(dim=1).values.sum() + q.sum()
+        gap = max(float(bound - total), 0.0)
+    assigned = assigned.cpu().numpy()
+    rows, cols = np.arange(n), assigned
+    if transposed:
+        rows, cols = cols, rows
+        order = np.argsort(rows)
+        rows, cols = rows[order], cols[order]
+    return rows, cols, gap, stats

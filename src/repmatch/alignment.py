@@ -12,6 +12,12 @@ information (``measure="mi"``, from arrays or a streamed :class:`~repmatch.MIHis
   general max-weight matching took up to 700 s for 384). With ``n_x != n_y`` the
   ``min(n_x, n_y)`` best pairs are formed and the rest are listed as unmatched.
 
+On a device. For a :class:`~repmatch.Reduction` on a torch device (``measure="correlation"``) the
+between-net correlation is formed on that device and stays there: the semi-matching is an argmax
+there, and on a GPU (``solver="auto"``) the assignment is solved there too by an auction algorithm
+(``repmatch._torch.auction_assignment``) whose total is certified to be within
+:data:`ASSIGN_TOL` of the optimum. Only the pairs and a few numbers come back to the host.
+
 Constant units (zero variance; or, for MI, all values in one bin) have no similarity: they are
 excluded from both matchings and listed in ``unmatched_x`` / ``unmatched_y``.
 
@@ -27,18 +33,36 @@ import numpy as np
 import scipy.optimize
 
 from .reduce import Reduction
-from .stats import as_reduction, correlation_from_reduction
+from ._validate import warn
+from .stats import as_reduction, correlation_from_reduction, device_between_correlation
 
-__all__ = ["SemiMatch", "BipartiteMatch", "semi_match", "bipartite_match", "similarity_matrix", "MEASURES"]
+__all__ = ["SemiMatch", "BipartiteMatch", "semi_match", "bipartite_match", "similarity_matrix", "MEASURES",
+           "SOLVERS", "ASSIGN_TOL"]
 
 MEASURES = ("correlation", "mi")
+
+#: Assignment solvers of :func:`bipartite_match`: ``"scipy"`` (exact LAPJV on the host), ``"auction"``
+#: (on the similarity matrix's torch device, within :data:`ASSIGN_TOL`), ``"auto"`` (auction when the
+#: matrix is on a GPU, else SciPy).
+SOLVERS = ("auto", "scipy", "auction")
+
+#: The auction solver's bound on the total matched similarity: its assignment's total is within
+#: ``ASSIGN_TOL`` of the optimum (certified by a dual bound computed with it; a larger certified gap
+#: falls back to SciPy on the host, with a warning). Correlations are at most 1 in size, so this is
+#: about 1e-9 / n of each pair's value: pairs equal the exact solver's whenever the best assignment
+#: beats every other by more than ASSIGN_TOL; with ties (e.g. duplicate units) an equally good one
+#: may be returned.
+ASSIGN_TOL = 1e-9
 
 
 @dataclass(frozen=True)
 class Similarity:
-    """A unit-by-unit similarity matrix with the masks of units that take no part (internal)."""
+    """A unit-by-unit similarity matrix with the masks of units that take no part (internal).
 
-    S: np.ndarray
+    ``S`` is a NumPy array, or a torch tensor on the device of a device reduction (the masks are
+    host arrays either way)."""
+
+    S: object
     excluded_x: np.ndarray
     excluded_y: np.ndarray
     measure: str
@@ -56,7 +80,11 @@ def similarity_matrix(X, Y=None, *, measure: str = "correlation", n_bins: int = 
     if measure == "correlation":
         if isinstance(X, MIHistogram):
             raise ValueError("an MIHistogram holds no correlations; use measure='mi' or pass activations")
-        st = correlation_from_reduction(as_reduction(X, Y, measure="correlation matching"))
+        r = as_reduction(X, Y, measure="correlation matching")
+        if r.device is not None:  # formed and kept on the reduction's device
+            R, cx, cy = device_between_correlation(r)
+            return Similarity(R, cx, cy, measure, r.n_samples)
+        st = correlation_from_reduction(r)
         return Similarity(st.between, st.constant_x, st.constant_y, measure, st.n_samples)
     if isinstance(X, Reduction):
         raise ValueError(
@@ -162,10 +190,17 @@ class BipartiteMatch(_UnitPairs):
         The semi-matching computed from the same matrix.
     chance : float
         Mean of the similarity matrix over live units (expected value of a random pairing).
+    solver : str
+        The assignment solver that produced the pairs: ``"scipy"`` or ``"auction"``.
+    optimality_gap : float
+        Certified upper bound on how far the matched total is below the optimum: 0 for SciPy's
+        exact solver, at most :data:`ASSIGN_TOL` for the auction.
     """
 
     agree: int
     semi: SemiMatch
+    solver: str = "scipy"
+    optimality_gap: float = 0.0
 
     @property
     def agreement(self) -> float:
@@ -211,14 +246,35 @@ class BipartiteMatch(_UnitPairs):
             "unmatched_y": self.unmatched_y.tolist(),
             "sorted_curve": self.sorted_curve(),
             "n_samples": self.n_samples,
+            "solver": self.solver,
+            "optimality_gap": self.optimality_gap,
         }
 
 
+def _live_block(sim: Similarity, lx: np.ndarray, ly: np.ndarray):
+    """S restricted to the live units, where S lives (array or device tensor)."""
+    if isinstance(sim.S, np.ndarray):
+        return sim.S[np.ix_(lx, ly)]
+    import torch
+
+    dev = sim.S.device
+    return sim.S.index_select(0, torch.as_tensor(lx, device=dev)).index_select(1, torch.as_tensor(ly, device=dev))
+
+
 def _chance(sim: Similarity) -> float:
-    lx, ly = ~sim.excluded_x, ~sim.excluded_y
-    if not lx.any() or not ly.any():
+    lx, ly = np.flatnonzero(~sim.excluded_x), np.flatnonzero(~sim.excluded_y)
+    if not lx.size or not ly.size:
         return 0.0
-    return float(sim.S[np.ix_(lx, ly)].mean())
+    return float(_live_block(sim, lx, ly).mean())
+
+
+def _row_best(sub):
+    """(argmax, max) of every row: first maximum on ties, as NumPy; host arrays."""
+    if isinstance(sub, np.ndarray):
+        best = np.argmax(sub, axis=1)
+        return best, sub[np.arange(sub.shape[0]), best]
+    best = sub.argmax(dim=1)
+    return best.cpu().numpy(), sub.gather(1, best[:, None]).squeeze(1).cpu().numpy()
 
 
 def _semi(sim: Similarity) -> SemiMatch:
@@ -226,9 +282,8 @@ def _semi(sim: Similarity) -> SemiMatch:
     lx = np.flatnonzero(~sim.excluded_x)
     ly = np.flatnonzero(~sim.excluded_y)
     if lx.size and ly.size:
-        sub = sim.S[np.ix_(lx, ly)]
-        best = np.argmax(sub, axis=1)
-        x, y, v = lx, ly[best], sub[np.arange(lx.size), best]
+        best, v = _row_best(_live_block(sim, lx, ly))
+        x, y = lx, ly[best]
     else:
         x = y = np.empty(0, dtype=int)
         v = np.empty(0)
@@ -270,10 +325,44 @@ def semi_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zer
     return _semi(similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold))
 
 
-def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6) -> BipartiteMatch:
+def _assign(sub, solver: str) -> tuple:
+    """(rows, cols, values, solver used, certified gap) of the maximum-total assignment of ``sub``."""
+    on_device = not isinstance(sub, np.ndarray)
+    if solver == "auto":
+        solver = "auction" if on_device and sub.device.type != "cpu" else "scipy"
+    if solver == "auction":
+        from . import _torch
+
+        t = sub if on_device else _torch.to_device(sub, "cpu")
+        ri, ci, gap, _ = _torch.auction_assignment(t, ASSIGN_TOL)
+        if gap <= ASSIGN_TOL:
+            values = t[_torch_index(t, ri), _torch_index(t, ci)].cpu().numpy()
+            return ri, ci, values, "auction", gap
+        warn(f"the auction assignment's certified gap {gap:.3g} exceeds ASSIGN_TOL={ASSIGN_TOL:g}; "
+             "solved exactly with SciPy on the host instead")
+    host = sub if not on_device else sub.cpu().numpy()
+    ri, ci = scipy.optimize.linear_sum_assignment(host, maximize=True)
+    return ri, ci, host[ri, ci], "scipy", 0.0
+
+
+def _torch_index(t, idx: np.ndarray):
+    """``idx`` as an index tensor on ``t``'s device."""
+    import torch
+
+    return torch.as_tensor(idx, device=t.device)
+
+
+def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6,
+                    solver: str = "auto") -> BipartiteMatch:
     """One-to-one matching of units maximising the total similarity (spec section 2).
 
-    Parameters are those of :func:`semi_match`.
+    Parameters are those of :func:`semi_match`, and:
+
+    solver : {"auto", "scipy", "auction"}
+        ``"scipy"``: exact LAPJV (:func:`scipy.optimize.linear_sum_assignment`) on the host.
+        ``"auction"``: the auction algorithm on the similarity matrix's torch device (CPU torch for
+        host inputs), total within :data:`ASSIGN_TOL` of the optimum (certified). ``"auto"``
+        (default): auction when the matrix is on a GPU (a device reduction there), else SciPy.
 
     Returns
     -------
@@ -284,19 +373,21 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
 
     Notes
     -----
-    Solved exactly as a rectangular linear assignment problem on the live units
-    (:func:`scipy.optimize.linear_sum_assignment`, maximising). With ties the assignment found is one
-    of the optimal ones; the total is unique.
+    Solved as a rectangular linear assignment problem on the live units (maximising). With ties
+    the assignment found is one of the optimal ones; the total is unique. ``solver`` and
+    ``optimality_gap`` (0 for SciPy, the certified bound for the auction) are in the result.
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold)
     semi = _semi(sim)
     n_x, n_y = sim.S.shape
     lx = np.flatnonzero(~sim.excluded_x)
     ly = np.flatnonzero(~sim.excluded_y)
+    used, gap = "scipy" if solver == "auto" else solver, 0.0
     if lx.size and ly.size:
-        sub = sim.S[np.ix_(lx, ly)]
-        ri, ci = scipy.optimize.linear_sum_assignment(sub, maximize=True)
-        x, y, v = lx[ri], ly[ci], sub[ri, ci]
+        ri, ci, v, used, gap = _assign(_live_block(sim, lx, ly), solver)
+        x, y = lx[ri], ly[ci]
     else:
         x = y = np.empty(0, dtype=int)
         v = np.empty(0)
@@ -307,5 +398,5 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
         unmatched_x=np.setdiff1d(np.arange(n_x), x),
         unmatched_y=np.setdiff1d(np.arange(n_y), y),
         n_x=n_x, n_y=n_y, measure=sim.measure, chance=_chance(sim), agree=agree, semi=semi,
-        n_samples=sim.n_samples,
+        n_samples=sim.n_samples, solver=used, optimality_gap=gap,
     )

@@ -155,9 +155,7 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
         return cached
     C = r.comoment
     mean = r.mean
-    var = np.maximum(np.diag(C), 0.0) / r.n_samples
-    std = np.sqrt(var)
-    const = _constant_mask(mean, std)
+    std, const = _spread(mean, np.diag(C), r.n_samples)
     live = ~const
     scale = np.zeros_like(std)
     scale[live] = 1.0 / np.sqrt(np.diag(C)[live])
@@ -183,14 +181,54 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
     for arr in (stats.between, stats.within_x, stats.within_y, stats.constant_x, stats.constant_y,
                 stats.mean_x, stats.mean_y, stats.std_x, stats.std_y):
         arr.setflags(write=False)  # shared through the reduction's cache: keep it intact
-    n_const = int(const.sum())
-    if n_const:
+    _warn_constant(const, nx)
+    r._cache[key] = stats
+    return stats
+
+
+def _spread(mean: np.ndarray, comoment_diag: np.ndarray, n_samples: int) -> tuple:
+    """(standard deviations, constant-unit mask) from the means and the co-moment's diagonal."""
+    std = np.sqrt(np.maximum(comoment_diag, 0.0) / n_samples)
+    return std, _constant_mask(mean, std)
+
+
+def _warn_constant(const: np.ndarray, nx: int) -> None:
+    if const.any():
         warn(
             f"{int(const[:nx].sum())} unit(s) of X and {int(const[nx:].sum())} of Y are constant on the data; "
             "they get zero correlation and are excluded from matchings (see constant_x / constant_y)"
         )
-    r._cache[key] = stats
-    return stats
+
+
+def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
+    """The between-net correlation of a device reduction, computed and kept on its device.
+
+    Returns ``(R, constant_x, constant_y)``: ``R`` a float64 (n_x, n_y) torch tensor on
+    ``r.device`` equal to :func:`correlation_from_reduction`'s ``between`` (same formula, same
+    clipping, constant units zeroed), the masks host arrays. Only the means and the co-moment's
+    diagonal (n_x + n_y numbers each) cross to the host, to find the constant units.
+    """
+    if r.device is None:
+        raise ValueError("device_between_correlation needs a reduction on a torch device")
+    if r.n_samples < min_samples:
+        raise ValueError(
+            f"the reduction has seen {r.n_samples} sample(s); correlations need at least {min_samples}"
+        )
+    import torch
+
+    C = r.device_tensors()["comoment"]
+    diag = torch.diagonal(C)
+    _, const = _spread(r.mean, diag.cpu().numpy(), r.n_samples)
+    nx = r.n_x
+    live = torch.as_tensor(~const, device=C.device)
+    scale = torch.where(live, 1.0 / torch.sqrt(torch.where(live, diag, torch.ones_like(diag))),
+                        torch.zeros_like(diag))
+    R = C[:nx, nx:] * scale[:nx, None] * scale[None, nx:]
+    R.clamp_(-1.0, 1.0)
+    R[~live[:nx], :] = 0.0
+    R[:, ~live[nx:]] = 0.0
+    _warn_constant(const, nx)
+    return R, const[:nx].copy(), const[nx:].copy()
 
 
 def correlation(X, Y=None) -> CorrelationStats:

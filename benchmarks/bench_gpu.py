@@ -13,8 +13,8 @@ Parts (each prints both times, the ratio NumPy time / torch time, and checks the
   extract: ``reduce_pair`` of two vgg11 (``--width``) over ``--images`` random 32x32 images, every
            ReLU in ``positions`` mode: models and reductions on the device (no activation crosses
            to the host) vs models on the CPU with NumPy reductions. Prints images/s of both, the
-           ratio, and each side's ratio to its own plain forward pass. Moments must agree to 1e-6
-           relative (float32 convolutions differ between devices; the reductions are float64).
+           ratio, and each side's ratio to its own plain forward pass. Moments must agree to 1e-4
+           relative (float32 convolutions differ between devices, TF32 off; the reductions are float64).
   assign : bipartite matching of a device reduction (``--units`` + ``--units``, and a rectangular
            problem with 2% fewer live units on one side, as dead ReLUs make): the auction solver on
            the device vs SciPy's LAPJV on the host (its time includes copying the correlation
@@ -125,6 +125,12 @@ def _time_extract(where, width, host_batches, reduction_device=None):
     return t_plain, time.perf_counter() - t0, reds
 
 
+#: Relative agreement of the extract part's moments across devices: the float32 convolutions run in
+#: different orders on a GPU and a CPU (TF32 is switched off for this script), so activations differ
+#: by ~1e-7-1e-6 relative; the float64 reductions add nothing to that.
+EXTRACT_RTOL = 1e-4
+
+
 def bench_extract(device, width, images, batch=256):
     x = torch.randn(images, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     host_batches = list(torch.split(x, batch))
@@ -137,7 +143,7 @@ def bench_extract(device, width, images, batch=256):
           f"reductions on {', '.join(sorted(where))}: {images / tr_d:,.0f} images/s ({tr_d / tp_d:.2f}x its plain "
           f"forward) | CPU + NumPy reductions: {images / tr_h:,.0f} images/s ({tr_h / tp_h:.2f}x its plain "
           f"forward) | ratio {tr_h / tr_d:.2f}x | max rel. diff {err:.1e}")
-    assert err < 1e-6, f"moments differ: {err:.2e}"
+    assert err < EXTRACT_RTOL, f"moments differ: {err:.2e}"
 
 
 def bench_assign(device, units, seed=0):
@@ -178,7 +184,11 @@ def main():
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA GPU is available on this machine")
-        print(f"device: {torch.cuda.get_device_name(device)} (torch {torch.__version__})")
+        # true float32 convolutions and products (TF32 would make the GPU's activations differ from the
+        # CPU's by ~1e-3 and the extract check compare rounding modes instead of code paths)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        print(f"device: {torch.cuda.get_device_name(device)} (torch {torch.__version__}); TF32 off")
     else:
         print(f"NO GPU: running the torch backend on {device} (torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads); ratios compare CPU torch with NumPy, not a GPU")

@@ -389,3 +389,17 @@ def test_threads_and_reduction_device_give_the_same_moments(monkeypatch):
         np.testing.assert_allclose(dev[k].mean, one[k].mean, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         reduce_pair(a, b, data, threads=0)
+    with pytest.raises(ValueError, match="overlap=True needs host reductions"):
+        reduce_pair(a, b, data, reduction_device="cpu", overlap=True)
+
+
+def test_all_pairs_on_device_reductions_equal_host():
+    # each layer is converted once per batch and shared by every pair it is in
+    a, b = nets()
+    data = images()
+    layers = ["features.1", "features.6", "classifier.1"]
+    host = reduce_pair(a, b, data, layers, pairs="all", conv_mode="avgpool")
+    dev = reduce_pair(a, b, data, layers, pairs="all", conv_mode="avgpool", reduction_device="cpu")
+    assert list(dev) == list(host) and all(str(r.device) == "cpu" for r in dev.values())
+    for k in host:
+        np.testing.assert_allclose(dev[k].comoment, host[k].comoment, rtol=1e-10, atol=1e-12)

@@ -4,6 +4,8 @@ scheduler addresses, zarr and `extract --save` inputs, the dask-reduce command. 
 
 import os
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -99,6 +101,10 @@ def test_sweep_equals_serial(client):
     assert list(out) == list(reds)
     for key, r in reds.items():
         assert out[key].to_dict() == repmatch.similarity_curve(r, eps=grid).to_dict()
+    if importlib.util.find_spec("torch") is not None:  # device reductions go to the workers as host copies
+        key = next(iter(reds))
+        on_device = {key: reds[key].to("cpu")}
+        assert dd.sweep(on_device, grid, client=client)[key].to_dict() == out[key].to_dict()
 
 
 @pytest.mark.parametrize("restarts", [0, 2])

@@ -280,3 +280,37 @@ def test_assignment_from_device_reduction_equals_host():
     np.testing.assert_array_equal(bd.x, bh.x)
     np.testing.assert_array_equal(bd.y, bh.y)
     np.testing.assert_allclose(bd.values, bh.values, rtol=0, atol=1e-9)
+
+
+def test_add_moments_checks_its_input_on_both_backends(rng):
+    X, Y = rng.standard_normal((300, 3)), rng.standard_normal((300, 2))
+    Z = np.hstack([X, Y])
+    mu = Z.mean(axis=0)
+    com = (Z - mu).T @ (Z - mu)
+    ref = Reduction.from_arrays(X, Y)
+    for device in (None, DEVICE):
+        # arrays, or tensors on the device (as a forward hook computes them), with autograd history
+        mt = torch.tensor(mu, device=DEVICE, requires_grad=True) * 1.0
+        r = Reduction(3, 2, device=device).add_moments(300, mt, torch.as_tensor(com, device=DEVICE))
+        _close(r.comoment, ref.comoment)
+        _close(r.mean, ref.mean)
+        with pytest.raises(ValueError, match=r"mean must have shape \(5,\)"):
+            r.add_moments(10, np.zeros(1), np.eye(5))
+        with pytest.raises(ValueError, match=r"comoment must have shape \(5, 5\)"):
+            r.add_moments(10, np.zeros(5), np.eye(4))
+        with pytest.raises(ValueError, match="comoment contains"):
+            r.add_moments(10, np.zeros(5), np.full((5, 5), np.nan))
+        with pytest.raises(ValueError, match="mean contains"):
+            r.add_moments(10, np.full(5, np.inf), np.eye(5))
+        assert r.n_samples == 300  # the rejected batches added nothing
+
+
+def test_big_endian_and_bfloat16_inputs(rng):
+    X, Y = rng.standard_normal((200, 3)), rng.standard_normal((200, 2))
+    ref = Reduction.from_arrays(X, Y)
+    dev = Reduction(3, 2, device=DEVICE).update(X.astype(">f8"), Y.astype(">f8"))
+    _close(dev.comoment, ref.comoment)
+    xb, yb = torch.tensor(X, dtype=torch.bfloat16), torch.tensor(Y, dtype=torch.bfloat16)
+    host = Reduction(3, 2).update(xb, yb)  # NumPy has no bfloat16: read as float32 (exact)
+    exact = Reduction.from_arrays(xb.float().numpy(), yb.float().numpy())
+    np.testing.assert_array_equal(host.comoment, exact.comoment)

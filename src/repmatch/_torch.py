@@ -58,7 +58,19 @@ def as_device(device) -> torch.device:
         raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is None:
+        # pin "cuda" to the GPU current now: a bare "cuda" would follow whichever GPU is current in
+        # the thread that later moves a batch (a worker thread's is GPU 0)
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def all_finite(*tensors) -> torch.Tensor:
+    """A 0-d boolean tensor on the tensors' device: are they all finite (no host sync)."""
+    ok = torch.isfinite(tensors[0]).all()
+    for t in tensors[1:]:
+        ok = ok & torch.isfinite(t).all()
+    return ok
 
 
 def to_device(a, device: torch.device) -> torch.Tensor:
@@ -74,6 +86,8 @@ def _as_tensor(a, name: str) -> torch.Tensor:
         a = np.asarray(a)
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise ValueError(f"{name} must be a numeric array or tensor, got dtype {a.dtype}")
+        if not a.dtype.isnative:  # torch reads native byte order only
+            a = a.astype(a.dtype.newbyteorder("="))
         a = torch.from_numpy(np.ascontiguousarray(a))
     return a
 
@@ -184,101 +198,145 @@ def submatrix(G: torch.Tensor, cols) -> torch.Tensor:
     return G.index_select(0, idx).index_select(1, idx)
 
 
+#: gram_distances reads whether the factorisation has stopped once per this many pivots (one host
+#: sync each time), so a rank-deficient B ends early without a sync per pivot.
+_STOP_CHECK = 32
+
+
 def gram_distances(G: torch.Tensor, A, B, tol: float) -> np.ndarray:
     """Relative distance of every neuron in A to span(B) on a unit-diagonal Gram matrix on a device.
 
     Pivoted Cholesky over B carried through A (module docstring); returns a host float64 array.
+    The pivot choice and the stopping test stay on the device (masked updates after the stop), so
+    the loop reads nothing on the host but a stop flag every :data:`_STOP_CHECK` pivots.
     """
     nb = len(B)
-    idx = torch.as_tensor(np.concatenate([np.asarray(B), np.asarray(A)]).astype(np.int64), device=G.device)
+    dev = G.device
+    idx = torch.as_tensor(np.concatenate([np.asarray(B), np.asarray(A)]).astype(np.int64), device=dev)
     K = G.index_select(0, idx).index_select(1, idx[:nb])  # (|B| + |A|, |B|): columns of B only
     d = torch.diagonal(G).index_select(0, idx).clone()  # remaining squared distance of every row
-    L = torch.zeros((idx.numel(), nb), dtype=G.dtype, device=G.device)
-    free = torch.ones(nb, dtype=torch.bool, device=G.device)
+    L = torch.zeros((idx.numel(), nb), dtype=G.dtype, device=dev)
+    free = torch.ones(nb, dtype=torch.bool, device=dev)
+    positions = torch.arange(nb, device=dev)
+    neg = torch.tensor(-np.inf, dtype=G.dtype, device=dev)
+    zero = torch.zeros((), dtype=G.dtype, device=dev)
+    going = torch.ones((), dtype=torch.bool, device=dev)  # no pivot has fallen to tol**2 yet
     tol2 = tol * tol
-    neg = torch.tensor(-np.inf, dtype=G.dtype, device=G.device)
     for k in range(nb):
         cand = torch.where(free, d[:nb], neg)
-        j = int(torch.argmax(cand))  # first maximum, as dpstrf
-        pivot = float(d[j])
-        if not pivot > tol2:
-            break
-        col = (K[:, j] - L[:, :k] @ L[j, :k]) / pivot**0.5
+        j = torch.argmax(cand).reshape(1)  # first maximum, as dpstrf
+        pivot = cand.index_select(0, j)[0]
+        going = going & (pivot > tol2)
+        col = (K.index_select(1, j)[:, 0] - L[:, :k] @ L.index_select(0, j)[0, :k]) / torch.sqrt(
+            torch.where(going, pivot, torch.ones_like(pivot)))
+        col = torch.where(going, col, zero)
         L[:, k] = col
         d -= col * col
-        free[j] = False
+        free &= ~((positions == j) & going)
+        if k % _STOP_CHECK == _STOP_CHECK - 1 and not bool(going):
+            break
     return np.sqrt(np.clip(d[nb:].cpu().numpy(), 0.0, 1.0))
 
 
-def _bid_rounds(A, prices, owner, assigned, eps: float, stats: dict) -> None:
-    """Forward auction: unassigned rows bid for columns until every row holds one.
+class _Auction:
+    """State of an auction on ``A`` (n rows <= m columns): prices and owner of every column, column
+    of every row (-1: none). Each vector has one spare slot at its end, where masked scatters put
+    the writes they drop, so a round needs no host read to select what to write."""
 
-    Each unassigned row bids for its best column (value ``A_ij - p_j``) the price that makes it
-    indifferent to its second best, plus ``eps``; each column goes to its highest bidder (lowest
-    row index on ties) and the row it displaces becomes unassigned. Keeps eps-complementary
-    slackness for every assigned row.
-    """
-    n, m = A.shape
-    ninf = torch.full_like(prices, -np.inf)
-    nobody = torch.full_like(owner, n)
-    bidders = torch.nonzero(assigned < 0).squeeze(1)
-    while bidders.numel():
-        stats["bidding_rounds"] += 1
-        top_v, top_j = (A.index_select(0, bidders) - prices).topk(2, dim=1)
-        j = top_j[:, 0]
-        bid = prices.index_select(0, j) + (top_v[:, 0] - top_v[:, 1]) + eps
-        best = ninf.scatter_reduce(0, j, bid, "amax", include_self=True)
-        cand = torch.where(bid == best.index_select(0, j), bidders, n)
-        winner = nobody.scatter_reduce(0, j, cand, "amin", include_self=True)
-        cols = torch.nonzero(winner < n).squeeze(1)
-        rows = winner.index_select(0, cols)
-        displaced = owner.index_select(0, cols)
-        assigned[displaced[displaced >= 0]] = -1
-        owner[cols] = rows
-        assigned[rows] = cols
-        prices[cols] = best.index_select(0, cols)
-        bidders = torch.nonzero(assigned < 0).squeeze(1)
+    def __init__(self, A):
+        self.A = A
+        n, m = A.shape
+        dev = A.device
+        self.prices_x = torch.zeros(m + 1, dtype=A.dtype, device=dev)
+        self.owner_x = torch.full((m + 1,), -1, dtype=torch.long, device=dev)
+        self.assigned_x = torch.full((n + 1,), -1, dtype=torch.long, device=dev)
+        self.prices, self.owner, self.assigned = self.prices_x[:m], self.owner_x[:m], self.assigned_x[:n]
+        self.row_ids = torch.arange(n, device=dev)
+        self.col_ids = torch.arange(m, device=dev)
 
+    def lowest_assigned_price(self):
+        return torch.where(self.owner >= 0, self.prices, torch.full_like(self.prices, np.inf)).min()
 
-def _reverse_rounds(A, prices, owner, assigned, eps: float, stats: dict) -> None:
-    """Reverse auction (rectangular problems, all rows assigned): every unassigned column priced
-    above ``lam`` (the lowest assigned price) either takes the row that values it most, at the
-    price that keeps eps-complementary slackness for every row, or drops its price to ``lam``.
+    def release_slack(self, eps: float) -> None:
+        """Rows that break eps-complementary slackness at this epsilon lose their column."""
+        A, n, m = self.A, *self.A.shape
+        V = A - self.prices
+        held = self.assigned >= 0
+        own = V.gather(1, self.assigned.clamp(min=0)[:, None])[:, 0]
+        slack = held & (own < V.max(dim=1).values - eps)
+        self.owner_x.index_put_((torch.where(slack, self.assigned, m),), torch.tensor(-1, device=A.device))
+        self.assigned.copy_(torch.where(slack, -1, self.assigned))
 
-    Ends with unassigned prices <= lam <= assigned prices, the condition under which the shifted
-    dual bound of :func:`auction_assignment` is within ``n * eps`` of the assignment's total.
-    Each taken row gains at least ``eps`` profit, so the loop ends.
-    """
-    n, m = A.shape
-    lam = prices[owner >= 0].min()
-    ninf = torch.full((n,), -np.inf, dtype=A.dtype, device=A.device)
-    nobody = torch.full((n,), m, dtype=torch.long, device=A.device)
-    slot = torch.full((m,), -1, dtype=torch.long, device=A.device)
-    while True:
-        cols = torch.nonzero((owner < 0) & (prices > lam)).squeeze(1)
-        if not cols.numel():
-            return
-        stats["reverse_rounds"] += 1
-        profit = A.gather(1, assigned[:, None]).squeeze(1) - prices.index_select(0, assigned)
-        top_v, top_i = (A.index_select(1, cols).T - profit).topk(2, dim=1)
-        drop = top_v[:, 0] - eps <= lam
-        prices[cols[drop]] = lam
-        take = ~drop
-        cols, rows = cols[take], top_i[take, 0]
-        if not cols.numel():
-            continue
-        offer = torch.maximum(top_v[take, 1] - eps, lam)
-        gain = A[rows, cols] - offer  # the row's profit if it accepts
-        best = ninf.scatter_reduce(0, rows, gain, "amax", include_self=True)
-        cand = torch.where(gain == best.index_select(0, rows), cols, m)
-        chosen = nobody.scatter_reduce(0, rows, cand, "amin", include_self=True)
-        won = torch.nonzero(chosen < m).squeeze(1)
-        new_cols = chosen.index_select(0, won)
-        slot[cols] = torch.arange(cols.numel(), device=A.device)
-        prices[new_cols] = offer.index_select(0, slot.index_select(0, new_cols))
-        owner[assigned.index_select(0, won)] = -1
-        owner[new_cols] = won
-        assigned[won] = new_cols
+    def bid_rounds(self, eps: float, stats: dict) -> None:
+        """Forward auction: unassigned rows bid for columns until every row holds one.
+
+        Each unassigned row bids for its best column (value ``A_ij - p_j``) the price that makes it
+        indifferent to its second best, plus ``eps``; each column goes to its highest bidder (lowest
+        row index on ties) and the row it displaces becomes unassigned. Keeps eps-complementary
+        slackness for every assigned row. One host read per round (the bidders).
+        """
+        A, n, m = self.A, *self.A.shape
+        ninf = torch.full_like(self.prices, -np.inf)
+        nobody = torch.full_like(self.owner, n)
+        minus_one = torch.tensor(-1, device=A.device)
+        bidders = torch.nonzero(self.assigned < 0)[:, 0]
+        while bidders.numel():
+            stats["bidding_rounds"] += 1
+            top_v, top_j = (A.index_select(0, bidders) - self.prices).topk(2, dim=1)
+            j = top_j[:, 0]
+            bid = self.prices.index_select(0, j) + (top_v[:, 0] - top_v[:, 1]) + eps
+            best = ninf.scatter_reduce(0, j, bid, "amax", include_self=True)
+            cand = torch.where(bid == best.index_select(0, j), bidders, n)
+            winner = nobody.scatter_reduce(0, j, cand, "amin", include_self=True)  # n: no bid
+            won = winner < n
+            # displaced rows (distinct: one owner per column) first, then the winners (distinct: one
+            # bid per row); dropped writes land in the spare slot n
+            self.assigned_x.index_put_((torch.where(won & (self.owner >= 0), self.owner, n),), minus_one)
+            self.assigned_x.index_put_((torch.where(won, winner, n),), self.col_ids)
+            self.owner.copy_(torch.where(won, winner, self.owner))
+            self.prices.copy_(torch.where(won, best, self.prices))
+            bidders = torch.nonzero(self.assigned < 0)[:, 0]
+
+    def reverse_rounds(self, eps: float, stats: dict) -> None:
+        """Reverse auction (rectangular problems, all rows assigned): every unassigned column priced
+        above ``lam`` (the lowest assigned price) either takes the row that values it most, at the
+        price that keeps eps-complementary slackness for every row, or drops its price to ``lam``.
+
+        Ends with unassigned prices <= lam <= assigned prices, the condition under which the
+        shifted dual bound of :func:`auction_assignment` is within ``n * eps`` of the assignment's
+        total. Each taken row gains at least ``eps`` profit, so the loop ends. One host read per
+        round (the columns that bid).
+        """
+        A, n, m = self.A, *self.A.shape
+        lam = self.lowest_assigned_price()
+        ninf = torch.full((n,), -np.inf, dtype=A.dtype, device=A.device)
+        minus_one = torch.tensor(-1, device=A.device)
+        while True:
+            cols = torch.nonzero((self.owner < 0) & (self.prices > lam))[:, 0]
+            k = cols.numel()
+            if not k:
+                return
+            stats["reverse_rounds"] += 1
+            profit = A.gather(1, self.assigned[:, None])[:, 0] - self.prices.index_select(0, self.assigned)
+            top_v, top_i = (A.index_select(1, cols).T - profit).topk(2, dim=1)
+            take = top_v[:, 0] - eps > lam  # else the column drops its price to lam
+            self.prices_x.index_put_((cols,), torch.where(take, self.prices.index_select(0, cols), lam))
+            rows = top_i[:, 0]
+            offer = torch.maximum(top_v[:, 1] - eps, lam)
+            gain = torch.where(take, A[rows, cols] - offer, -np.inf)  # the row's profit if it accepts
+            best = ninf.scatter_reduce(0, rows, gain, "amax", include_self=True)
+            slots = torch.arange(k, device=A.device)
+            cand = torch.where(take & (gain == best.index_select(0, rows)), slots, k)  # lowest column on ties
+            chosen = torch.full((n,), k, dtype=torch.long, device=A.device).scatter_reduce(
+                0, rows, cand, "amin", include_self=True)
+            won = chosen < k
+            chosen = chosen.clamp(max=k - 1)
+            new_cols = torch.where(won, cols.index_select(0, chosen), m)  # m: the spare slot
+            # the rows' old columns (owned) and their new ones (unowned) are all distinct
+            self.owner_x.index_put_((torch.where(won, self.assigned, m),), minus_one)
+            self.owner_x.index_put_((new_cols,), self.row_ids)
+            self.prices_x.index_put_((new_cols,), offer.index_select(0, chosen))
+            self.assigned.copy_(torch.where(won, new_cols, self.assigned))
 
 
 def auction_assignment(S, tol: float) -> tuple:
@@ -319,25 +377,19 @@ def auction_assignment(S, tol: float) -> tuple:
         span = float(A.max() - A.min())
         eps_final = tol / (2 * n)
         eps = max(span / 4, eps_final)
-        prices = torch.zeros(m, dtype=A.dtype, device=A.device)
-        owner = torch.full((m,), -1, dtype=torch.long, device=A.device)
-        assigned = torch.full((n,), -1, dtype=torch.long, device=A.device)
+        auction = _Auction(A)
         while True:
             stats["phases"] += 1
-            # rows that break eps-complementary slackness at the new epsilon bid again
-            V = A - prices
-            own = V.gather(1, assigned.clamp(min=0)[:, None]).squeeze(1)
-            slack = (assigned >= 0) & (own < V.max(dim=1).values - eps)
-            owner[assigned[slack]] = -1
-            assigned[slack] = -1
-            _bid_rounds(A, prices, owner, assigned, eps, stats)
+            auction.release_slack(eps)  # rows that break eps-CS at the new epsilon bid again
+            auction.bid_rounds(eps, stats)
             if n < m:  # every phase: only at the last took 2-7x more rounds (measured)
-                _reverse_rounds(A, prices, owner, assigned, eps, stats)
+                auction.reverse_rounds(eps, stats)
             if eps <= eps_final:
                 break
             eps = max(eps / AUCTION_SCALING, eps_final)
+        assigned = auction.assigned
         total = A.gather(1, assigned[:, None]).sum()
-        q = (prices - prices[owner >= 0].min()).clamp(min=0.0)
+        q = (auction.prices - auction.lowest_assigned_price()).clamp(min=0.0)
         bound = (A - q).max(dim=1).values.sum() + q.sum()
         gap = max(float(bound - total), 0.0)
     assigned = assigned.cpu().numpy()

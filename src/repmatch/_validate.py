@@ -30,7 +30,10 @@ class RepmatchWarning(UserWarning):
 def to_numpy(a):
     """Return a NumPy view of ``a``; PyTorch tensors (any device) are detached and copied to host."""
     if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch.Tensor without importing torch
-        a = a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
+            a = a.float()
+        a = a.numpy()
     return np.asarray(a)
 
 

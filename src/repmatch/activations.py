@@ -554,6 +554,8 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         one starts. ``None`` (default): overlap when torch leaves a core idle
         (``torch.get_num_threads()`` below the cores available to the process) and the
         reductions are on the host. Results are identical either way for the same ``threads``.
+        ``True`` with reductions on a device is a ValueError. Outputs of models on a GPU are
+        copied to the host on the calling thread (the forward pass's stream), never by the worker.
     threads : int or None
         Threads that reduce one batch on the host (its row chunks are split between them, each
         with single-threaded BLAS, and their sums added in a fixed order: results are
@@ -580,6 +582,10 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     cores = available_cores()
     if overlap is None:
         overlap = red_device is None and torch.get_num_threads() < cores
+    elif overlap and red_device is not None:
+        raise ValueError(f"overlap=True needs host reductions, but they are on {red_device} (the device "
+                         "already runs the reductions beside the forward pass); use overlap=None or "
+                         "reduction_device='host'")
     if threads is None:
         threads = max(1, cores - torch.get_num_threads()) if overlap else max(1, min(torch.get_num_threads(), cores))
     threads = check_positive_int(threads, "threads")
@@ -601,6 +607,16 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     split = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="repmatch-split") \
         if threads > 1 and red_device is None else None
     pool = (split, threads) if split is not None else None
+
+    def prepared(acts, used):
+        # Each layer is moved or converted once per batch, however many pairs it is in: to the host
+        # for host reductions (outputs of models on a GPU), to (rows, C) float64 on the reductions'
+        # device for device reductions.
+        if red_device is None:
+            return {n: acts[n].cpu() if acts[n].device.type != "cpu" else acts[n] for n in used}
+        from ._torch import _as_batch
+
+        return {n: _as_batch(acts[n], f"layer {n!r}", acts[n].shape[1], "channels", red_device) for n in used}
 
     def add_batch(acts_a, acts_b):
         # Host Gram reductions read the (B, C, positions) outputs in place, chunk by chunk
@@ -633,6 +649,9 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                         "conv_mode='avgpool' or 'flatten' to compare them")
                 if key not in reductions:
                     reductions[key] = Reduction(_n_neurons(ta), _n_neurons(tb), method=method, device=red_device)
+            # on this thread: copies from a GPU are made on the stream the forward pass ran on
+            acts_a = prepared(acts_a, {la for la, _, _ in plan})
+            acts_b = prepared(acts_b, {lb for _, lb, _ in plan})
             if executor is None:
                 add_batch(acts_a, acts_b)
             else:

@@ -245,7 +245,8 @@ def sweep(reductions: dict, eps, *, tol: float | None = None, client=None, sched
     starts from the match of the next larger one (see :func:`repmatch.similarity_curve`).
 
     Returns ``{key: SimilarityCurve}`` in the order of ``reductions``, equal to
-    ``repmatch.similarity_curve(r, eps=eps)`` for every item.
+    ``repmatch.similarity_curve(r, eps=eps)`` for every item. Reductions on a torch device are
+    sent to the workers as host copies (``r.to(None)``).
     """
     from ._validate import check_eps_grid
 
@@ -255,8 +256,11 @@ def sweep(reductions: dict, eps, *, tol: float | None = None, client=None, sched
         if not isinstance(r, Reduction):
             raise ValueError(f"reductions[{k!r}] must be a Reduction, got {type(r).__name__}")
     grid = check_eps_grid(eps)
+    # device reductions are shipped as host copies (O(n^2) numbers): worker processes need no GPU,
+    # and the curve equals the device one (tests/test_torch_backend.py)
+    shipped = {k: r if r.device is None else r.to(None) for k, r in reductions.items()}
     with get_client(scheduler, client=client, n_workers=n_workers) as c:
-        futures = {k: c.submit(_curve_task, r, grid, tol, pure=False) for k, r in reductions.items()}
+        futures = {k: c.submit(_curve_task, r, grid, tol, pure=False) for k, r in shipped.items()}
         results = c.gather(list(futures.values()))
     return dict(zip(futures, results))
 

@@ -268,14 +268,21 @@ class Reduction:
             raise ValueError("add_moments needs a 'gram' reduction: the 'qr' factor is built from the rows (use update)")
         n_b = check_positive_int(n_samples, "n_samples")
         n = self.n_neurons
+        if self.device is None:  # tensors on any device are copied to the host
+            mean = np.asarray(to_numpy(mean), dtype=np.float64)
+            comoment = np.asarray(to_numpy(comoment), dtype=np.float64)
+        else:  # arrays or tensors on any device, moved to this reduction's device
+            mean, comoment = self._to_acc(mean), self._to_acc(comoment)
+        if tuple(mean.shape) != (n,):
+            raise ValueError(f"mean must have shape ({n},), got {tuple(mean.shape)}")
+        if tuple(comoment.shape) != (n, n):
+            raise ValueError(f"comoment must have shape ({n}, {n}), got {tuple(comoment.shape)}")
         if self.device is None:
-            mean, comoment = np.asarray(mean, dtype=np.float64), np.asarray(comoment, dtype=np.float64)
-            if mean.shape != (n,):
-                raise ValueError(f"mean must have shape ({n},), got {mean.shape}")
-            if comoment.shape != (n, n):
-                raise ValueError(f"comoment must have shape ({n}, {n}), got {comoment.shape}")
             check_finite(mean, "mean")
             check_finite(comoment, "comoment")
+        elif not bool(_torch_backend().all_finite(mean, comoment)):  # one host sync
+            bad = "mean" if not bool(_torch_backend().all_finite(mean)) else "comoment"
+            raise ValueError(f"{bad} contains non-finite values (NaN or Inf)")
         self._combine(n_b, mean, comoment)
         self._cache.clear()
         return self

@@ -171,3 +171,73 @@ def test_gap_above_tolerance_falls_back_to_scipy(monkeypatch):
         b = repmatch.bipartite_match(X, Y, solver="auction")
     assert b.solver == "scipy" and b.optimality_gap == 0.0
     np.testing.assert_array_equal(b.y, repmatch.bipartite_match(X, Y).y)
+
+
+def test_inputs_that_could_stall_the_auction_end():
+    # large values with ties: below ~an ulp of the prices a bid would not raise them; epsilon is
+    # floored at 64 ulps, so the auction ends (its gap then exceeds ASSIGN_TOL: the caller falls back)
+    big = torch.tensor([[1e8, 0.0], [1e8, 0.0]], dtype=torch.float64, device=DEVICE)
+    rows, cols, gap, _ = backend.auction_assignment(big, ASSIGN_TOL)
+    assert sorted(cols.tolist()) == [0, 1] and np.isfinite(gap)
+    ints = torch.as_tensor(1e7 * np.random.default_rng(1).integers(0, 3, (6, 6)), device=DEVICE)
+    rows, cols, gap, _ = backend.auction_assignment(ints, ASSIGN_TOL)
+    ri, ci = _exact(ints.cpu().numpy())
+    S = ints.cpu().numpy()
+    assert S[rows, cols].sum() >= S[ri, ci].sum() - gap
+    # tol = 0 with ties, and float32 input (solved in float64)
+    ties = np.ones((5, 5))
+    assert sorted(_solve_with(ties, 0.0)[1].tolist()) == list(range(5))
+    f32 = torch.as_tensor(np.random.default_rng(2).integers(0, 3, (8, 8)), dtype=torch.float32, device=DEVICE)
+    rows, cols, gap, _ = backend.auction_assignment(f32, ASSIGN_TOL)
+    assert gap <= ASSIGN_TOL and f32.cpu().numpy()[rows, cols].sum() == f32.cpu().numpy()[_exact(f32.cpu().numpy())].sum()
+
+
+def _solve_with(S, tol):
+    return backend.auction_assignment(torch.as_tensor(S, device=DEVICE), tol)
+
+
+def test_bad_similarities_are_named():
+    S = np.eye(3)
+    S[1, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        _solve(S)
+    with pytest.raises(ValueError, match="2-D floating tensor"):
+        backend.auction_assignment(torch.ones(3, 3, dtype=torch.long), ASSIGN_TOL)
+
+
+def test_round_limit_gives_an_infinite_gap_and_the_exact_fallback(monkeypatch):
+    rng = np.random.default_rng(4)
+    S = _correlations(rng, 40, 40)
+    assert _solve(S)[3]["max_rounds"] == backend.AUCTION_ROUNDS_PER_UNIT * 80 + 1000
+    monkeypatch.setattr(backend, "AUCTION_ROUNDS_PER_UNIT", -10**6)  # a limit the first round exceeds
+    rows, cols, gap, stats = _solve(S)
+    assert gap == float("inf") and rows.size == 0 and stats["bidding_rounds"] == 1
+    X, Y = relu_layers(n_samples=500, n_x=12, n_y=12, rng=3)
+    with pytest.warns(RepmatchWarning, match="round limit"):
+        b = repmatch.bipartite_match(X, Y, solver="auction")
+    assert b.solver == "scipy"
+    np.testing.assert_array_equal(b.y, repmatch.bipartite_match(X, Y).y)
+
+
+def test_device_correlation_is_bitwise_the_host_one_and_warns_once():
+    X, Y = relu_layers(n_samples=800, n_x=30, n_y=25, rng=6)
+    X[:, 4] = 0.0
+    dev = Reduction.from_arrays(X, Y, device="cpu")
+    with pytest.warns(RepmatchWarning, match="constant"):
+        R, cx, cy = repmatch.stats.device_between_correlation(dev)
+    with pytest.warns(RepmatchWarning, match="constant"):
+        host = repmatch.correlation_from_reduction(dev.to(None))
+    np.testing.assert_array_equal(R.cpu().numpy(), host.between)  # same accumulators: bit for bit
+    np.testing.assert_array_equal(cx, host.constant_x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # cached: no second warning
+        repmatch.bipartite_match(dev, solver="auction")
+
+
+def test_no_live_units_means_no_solver():
+    X = np.zeros((50, 3))
+    Y = np.random.default_rng(0).standard_normal((50, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RepmatchWarning)
+        b = repmatch.bipartite_match(X, Y, solver="auction")
+    assert b.solver == "none" and b.x.size == 0 and b.optimality_gap == 0.0

@@ -27,14 +27,16 @@ Assignment (bipartite matching on a device)
     :func:`auction_assignment` maximises ``sum_i A[i, s(i)]`` over one-to-one assignments with
     Bertsekas' auction algorithm, vectorised: every unassigned row bids at once (Jacobi bidding),
     with epsilon-scaling (epsilon divided by :data:`AUCTION_SCALING` per phase, down to
-    ``tol / (2 n)`` for n rows) and, for rectangular problems, reverse-auction phases that bring
+    ``tol / (2 n)`` for n rows, but never below 64 ulps of the values' size) and, for rectangular problems, reverse-auction phases that bring
     the prices of unassigned columns down to the lowest assigned price. It returns the assignment
     with a **certified optimality gap**: the dual bound ``sum_i max_j (A_ij - q_j) + sum_j q_j``
     (``q`` the final prices shifted down by the lowest assigned price, clipped at 0), minus the
     assignment's total. The bound holds for any prices, so the gap is an upper bound on how far
     the total is from the optimum, whatever happened; epsilon-complementary slackness makes it at
     most ``n * epsilon = tol / 2`` plus rounding. Nothing but the assignment and two numbers
-    crosses to the host; each bidding round reads one size (the unassigned rows) there.
+    crosses to the host; each bidding round reads one size (the unassigned rows) there. A round
+    limit (:data:`AUCTION_ROUNDS_PER_UNIT`) bounds the work on heavily tied inputs; past it the
+    result is an infinite gap and the caller solves exactly instead.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 
 __all__ = ["as_device", "to_device", "pair", "joint_batch", "checked_moments", "centred_moments", "stack_r", "normalised_gram",
-           "gram_distances", "submatrix", "auction_assignment", "AUCTION_SCALING"]
+           "gram_distances", "submatrix", "auction_assignment", "AUCTION_SCALING", "AUCTION_ROUNDS_PER_UNIT"]
 
 #: Factor by which the auction's epsilon shrinks from one phase to the next. Measured on CPU torch
 #: (64x64 to 1024x1024, 502x512, 200x700 correlation matrices): 8 took the fewest rounds on 4 of
@@ -238,6 +240,20 @@ def gram_distances(G: torch.Tensor, A, B, tol: float) -> np.ndarray:
     return np.sqrt(np.clip(d[nb:].cpu().numpy(), 0.0, 1.0))
 
 
+class _RoundLimit(Exception):
+    """The auction ran past its round limit (ties or values too large for its epsilon)."""
+
+
+#: Round limit of the auction: ``AUCTION_ROUNDS_PER_UNIT * (n_x + n_y) + 1000`` bidding and reverse
+#: rounds in all. Correlation matrices took 2.5-8 rounds per row (measured); many exact ties take
+#: up to ~60. Past the limit the auction gives up (infinite gap: the caller solves with SciPy).
+AUCTION_ROUNDS_PER_UNIT = 100
+
+#: Epsilon is never below this many ulps of the largest |value| plus the span: below that, bids stop
+#: raising prices in float64 and tied rows could trade a column forever.
+_ULPS = 64
+
+
 class _Auction:
     """State of an auction on ``A`` (n rows <= m columns): prices and owner of every column, column
     of every row (-1: none). Each vector has one spare slot at its end, where masked scatters put
@@ -282,6 +298,8 @@ class _Auction:
         bidders = torch.nonzero(self.assigned < 0)[:, 0]
         while bidders.numel():
             stats["bidding_rounds"] += 1
+            if stats["bidding_rounds"] + stats["reverse_rounds"] > stats["max_rounds"]:
+                raise _RoundLimit
             top_v, top_j = (A.index_select(0, bidders) - self.prices).topk(2, dim=1)
             j = top_j[:, 0]
             bid = self.prices.index_select(0, j) + (top_v[:, 0] - top_v[:, 1]) + eps
@@ -317,6 +335,8 @@ class _Auction:
             if not k:
                 return
             stats["reverse_rounds"] += 1
+            if stats["bidding_rounds"] + stats["reverse_rounds"] > stats["max_rounds"]:
+                raise _RoundLimit
             profit = A.gather(1, self.assigned[:, None])[:, 0] - self.prices.index_select(0, self.assigned)
             top_v, top_i = (A.index_select(1, cols).T - profit).topk(2, dim=1)
             take = top_v[:, 0] - eps > lam  # else the column drops its price to lam
@@ -356,37 +376,50 @@ def auction_assignment(S, tol: float) -> tuple:
         The pairs, sorted by row.
     gap : float
         Certified upper bound on ``optimum - S[rows, cols].sum()`` (module docstring); the caller
-        checks it against ``tol``.
+        checks it against ``tol``. ``inf`` when the auction gave up at its round limit
+        (:data:`AUCTION_ROUNDS_PER_UNIT`); rows and cols are then empty.
     stats : dict
-        Bidding and reverse rounds, phases.
+        Bidding and reverse rounds, phases, the round limit.
+
+    Raises
+    ------
+    ValueError
+        ``S`` is not a 2-D floating tensor, or holds NaN or Inf.
     """
+    if S.dim() != 2 or not S.is_floating_point():
+        raise ValueError(f"S must be a 2-D floating tensor, got shape {tuple(S.shape)} and dtype {S.dtype}")
     transposed = S.shape[0] > S.shape[1]
-    A = (S.T if transposed else S).contiguous()
+    A = (S.T if transposed else S).to(torch.float64).contiguous()
     n, m = A.shape
-    stats = {"bidding_rounds": 0, "reverse_rounds": 0, "phases": 0}
+    stats = {"bidding_rounds": 0, "reverse_rounds": 0, "phases": 0,
+             "max_rounds": AUCTION_ROUNDS_PER_UNIT * (n + m) + 1000}
     if n == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, 0.0, stats
-    if n == 1 or m == 1:
-        if n == 1:
-            assigned = torch.argmax(A, dim=1)
-        else:  # one row, one column
-            assigned = torch.zeros(1, dtype=torch.long, device=A.device)
+    if not bool(all_finite(A)):
+        raise ValueError("S contains non-finite values (NaN or Inf); the assignment needs finite similarities")
+    if n == 1:  # rows <= columns after the transpose: one row takes its best column
+        assigned = torch.argmax(A, dim=1)
         gap = 0.0
     else:
-        span = float(A.max() - A.min())
-        eps_final = tol / (2 * n)
+        hi, lo = float(A.max()), float(A.min())
+        span = hi - lo
+        eps_final = max(tol / (2 * n), _ULPS * np.finfo(np.float64).eps * (max(abs(hi), abs(lo)) + span))
         eps = max(span / 4, eps_final)
         auction = _Auction(A)
-        while True:
-            stats["phases"] += 1
-            auction.release_slack(eps)  # rows that break eps-CS at the new epsilon bid again
-            auction.bid_rounds(eps, stats)
-            if n < m:  # every phase: only at the last took 2-7x more rounds (measured)
-                auction.reverse_rounds(eps, stats)
-            if eps <= eps_final:
-                break
-            eps = max(eps / AUCTION_SCALING, eps_final)
+        try:
+            while True:
+                stats["phases"] += 1
+                auction.release_slack(eps)  # rows that break eps-CS at the new epsilon bid again
+                auction.bid_rounds(eps, stats)
+                if n < m:  # every phase: only at the last took 2-7x more rounds (measured)
+                    auction.reverse_rounds(eps, stats)
+                if eps <= eps_final:
+                    break
+                eps = max(eps / AUCTION_SCALING, eps_final)
+        except _RoundLimit:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, float("inf"), stats
         assigned = auction.assigned
         total = A.gather(1, assigned[:, None]).sum()
         q = (auction.prices - auction.lowest_assigned_price()).clamp(min=0.0)

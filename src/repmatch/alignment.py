@@ -51,7 +51,7 @@ SOLVERS = ("auto", "scipy", "auction")
 #: falls back to SciPy on the host, with a warning). Correlations are at most 1 in size, so this is
 #: about 1e-9 / n of each pair's value: pairs equal the exact solver's whenever the best assignment
 #: beats every other by more than ASSIGN_TOL; with ties (e.g. duplicate units) an equally good one
-#: may be returned.
+#: may be returned, and ``agree`` (which depends on the pairs) may then differ between solvers.
 ASSIGN_TOL = 1e-9
 
 
@@ -191,7 +191,8 @@ class BipartiteMatch(_UnitPairs):
     chance : float
         Mean of the similarity matrix over live units (expected value of a random pairing).
     solver : str
-        The assignment solver that produced the pairs: ``"scipy"`` or ``"auction"``.
+        The assignment solver that produced the pairs: ``"scipy"`` or ``"auction"`` (``"none"``
+        when one side has no live unit, so there was nothing to solve).
     optimality_gap : float
         Certified upper bound on how far the matched total is below the optimum: 0 for SciPy's
         exact solver, at most :data:`ASSIGN_TOL` for the auction.
@@ -338,8 +339,9 @@ def _assign(sub, solver: str) -> tuple:
         if gap <= ASSIGN_TOL:
             values = t[_torch_index(t, ri), _torch_index(t, ci)].cpu().numpy()
             return ri, ci, values, "auction", gap
-        warn(f"the auction assignment's certified gap {gap:.3g} exceeds ASSIGN_TOL={ASSIGN_TOL:g}; "
-             "solved exactly with SciPy on the host instead")
+        why = (f"certified gap {gap:.3g} exceeds ASSIGN_TOL={ASSIGN_TOL:g}" if np.isfinite(gap)
+               else "hit its round limit (many tied similarities)")
+        warn(f"the auction assignment {why}; solved exactly with SciPy on the host instead")
     host = sub if not on_device else sub.cpu().numpy()
     ri, ci = scipy.optimize.linear_sum_assignment(host, maximize=True)
     return ri, ci, host[ri, ci], "scipy", 0.0
@@ -384,7 +386,7 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
     n_x, n_y = sim.S.shape
     lx = np.flatnonzero(~sim.excluded_x)
     ly = np.flatnonzero(~sim.excluded_y)
-    used, gap = "scipy" if solver == "auto" else solver, 0.0
+    used, gap = "none", 0.0  # no live pair to form: no solver ran
     if lx.size and ly.size:
         ri, ci, v, used, gap = _assign(_live_block(sim, lx, ly), solver)
         x, y = lx[ri], ly[ci]

@@ -204,8 +204,9 @@ def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
     """The between-net correlation of a device reduction, computed and kept on its device.
 
     Returns ``(R, constant_x, constant_y)``: ``R`` a float64 (n_x, n_y) torch tensor on
-    ``r.device`` equal to :func:`correlation_from_reduction`'s ``between`` (same formula, same
-    clipping, constant units zeroed), the masks host arrays. Only the means and the co-moment's
+    ``r.device`` equal to :func:`correlation_from_reduction`'s ``between`` (same formula, scales
+    computed on the host as there, same clipping, constant units zeroed; bit for bit on CPU torch
+    for the same accumulators), the masks host arrays. Cached on the reduction until its next update. Only the means and the co-moment's
     diagonal (n_x + n_y numbers each) cross to the host, to find the constant units.
     """
     if r.device is None:
@@ -216,19 +217,27 @@ def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
         )
     import torch
 
+    key = ("device_between_correlation",)
+    cached = r._cache.get(key)  # cleared by updates, like correlation_from_reduction's
+    if cached is not None:
+        return cached
     C = r.device_tensors()["comoment"]
-    diag = torch.diagonal(C)
-    _, const = _spread(r.mean, diag.cpu().numpy(), r.n_samples)
+    diag = torch.diagonal(C).cpu().numpy()
+    _, const = _spread(r.mean, diag, r.n_samples)
     nx = r.n_x
-    live = torch.as_tensor(~const, device=C.device)
-    scale = torch.where(live, 1.0 / torch.sqrt(torch.where(live, diag, torch.ones_like(diag))),
-                        torch.zeros_like(diag))
-    R = C[:nx, nx:] * scale[:nx, None] * scale[None, nx:]
+    live = ~const
+    scale = np.zeros_like(diag)  # on the host, as correlation_from_reduction: the same rounding
+    scale[live] = 1.0 / np.sqrt(diag[live])
+    sx = torch.as_tensor(scale[:nx], device=C.device)
+    sy = torch.as_tensor(scale[nx:], device=C.device)
+    R = C[:nx, nx:] * sx[:, None] * sy[None, :]
     R.clamp_(-1.0, 1.0)
-    R[~live[:nx], :] = 0.0
-    R[:, ~live[nx:]] = 0.0
+    R[torch.as_tensor(const[:nx], device=C.device), :] = 0.0
+    R[:, torch.as_tensor(const[nx:], device=C.device)] = 0.0
     _warn_constant(const, nx)
-    return R, const[:nx].copy(), const[nx:].copy()
+    out = (R, const[:nx].copy(), const[nx:].copy())
+    r._cache[key] = out
+    return out
 
 
 def correlation(X, Y=None) -> CorrelationStats:

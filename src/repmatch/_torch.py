@@ -27,8 +27,9 @@ Assignment (bipartite matching on a device)
     :func:`auction_assignment` maximises ``sum_i A[i, s(i)]`` over one-to-one assignments with
     Bertsekas' auction algorithm, vectorised: every unassigned row bids at once (Jacobi bidding),
     with epsilon-scaling (epsilon divided by :data:`AUCTION_SCALING` per phase, down to
-    ``tol / (2 n)`` for n rows, but never below 64 ulps of the values' size) and, for rectangular problems, reverse-auction phases that bring
-    the prices of unassigned columns down to the lowest assigned price. It returns the assignment
+    ``tol / (2 n)`` for n rows, but never below 64 ulps of the values' size) and, for rectangular
+    problems, reverse-auction phases that bring the prices of unassigned columns down to the
+    lowest assigned price. It returns the assignment
     with a **certified optimality gap**: the dual bound ``sum_i max_j (A_ij - q_j) + sum_j q_j``
     (``q`` the final prices shifted down by the lowest assigned price, clipped at 0), minus the
     assignment's total. The bound holds for any prices, so the gap is an upper bound on how far
@@ -44,8 +45,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_device", "to_device", "pair", "joint_batch", "checked_moments", "centred_moments", "stack_r", "normalised_gram",
-           "gram_distances", "submatrix", "auction_assignment", "AUCTION_SCALING", "AUCTION_ROUNDS_PER_UNIT"]
+__all__ = ["as_device", "to_device", "pair", "joint_batch", "checked_moments", "centred_moments", "stack_r",
+           "normalised_gram", "gram_distances", "submatrix", "auction_assignment", "AUCTION_SCALING",
+           "AUCTION_ROUNDS_PER_UNIT"]
 
 #: Factor by which the auction's epsilon shrinks from one phase to the next. Measured on CPU torch
 #: (64x64 to 1024x1024, 502x512, 200x700 correlation matrices): 8 took the fewest rounds on 4 of
@@ -269,6 +271,14 @@ class _Auction:
         self.prices, self.owner, self.assigned = self.prices_x[:m], self.owner_x[:m], self.assigned_x[:n]
         self.row_ids = torch.arange(n, device=dev)
         self.col_ids = torch.arange(m, device=dev)
+        self.minus_one = torch.tensor(-1, device=dev)
+
+    @staticmethod
+    def _count(stats: dict, kind: str) -> None:
+        """Count one round of ``kind``; raise _RoundLimit past the limit on all rounds."""
+        stats[kind] += 1
+        if stats["bidding_rounds"] + stats["reverse_rounds"] > stats["max_rounds"]:
+            raise _RoundLimit
 
     def lowest_assigned_price(self):
         return torch.where(self.owner >= 0, self.prices, torch.full_like(self.prices, np.inf)).min()
@@ -280,7 +290,7 @@ class _Auction:
         held = self.assigned >= 0
         own = V.gather(1, self.assigned.clamp(min=0)[:, None])[:, 0]
         slack = held & (own < V.max(dim=1).values - eps)
-        self.owner_x.index_put_((torch.where(slack, self.assigned, m),), torch.tensor(-1, device=A.device))
+        self.owner_x.index_put_((torch.where(slack, self.assigned, m),), self.minus_one)
         self.assigned.copy_(torch.where(slack, -1, self.assigned))
 
     def bid_rounds(self, eps: float, stats: dict) -> None:
@@ -294,12 +304,9 @@ class _Auction:
         A, n, m = self.A, *self.A.shape
         ninf = torch.full_like(self.prices, -np.inf)
         nobody = torch.full_like(self.owner, n)
-        minus_one = torch.tensor(-1, device=A.device)
         bidders = torch.nonzero(self.assigned < 0)[:, 0]
         while bidders.numel():
-            stats["bidding_rounds"] += 1
-            if stats["bidding_rounds"] + stats["reverse_rounds"] > stats["max_rounds"]:
-                raise _RoundLimit
+            self._count(stats, "bidding_rounds")
             top_v, top_j = (A.index_select(0, bidders) - self.prices).topk(2, dim=1)
             j = top_j[:, 0]
             bid = self.prices.index_select(0, j) + (top_v[:, 0] - top_v[:, 1]) + eps
@@ -309,7 +316,7 @@ class _Auction:
             won = winner < n
             # displaced rows (distinct: one owner per column) first, then the winners (distinct: one
             # bid per row); dropped writes land in the spare slot n
-            self.assigned_x.index_put_((torch.where(won & (self.owner >= 0), self.owner, n),), minus_one)
+            self.assigned_x.index_put_((torch.where(won & (self.owner >= 0), self.owner, n),), self.minus_one)
             self.assigned_x.index_put_((torch.where(won, winner, n),), self.col_ids)
             self.owner.copy_(torch.where(won, winner, self.owner))
             self.prices.copy_(torch.where(won, best, self.prices))
@@ -328,15 +335,12 @@ class _Auction:
         A, n, m = self.A, *self.A.shape
         lam = self.lowest_assigned_price()
         ninf = torch.full((n,), -np.inf, dtype=A.dtype, device=A.device)
-        minus_one = torch.tensor(-1, device=A.device)
         while True:
             cols = torch.nonzero((self.owner < 0) & (self.prices > lam))[:, 0]
             k = cols.numel()
             if not k:
                 return
-            stats["reverse_rounds"] += 1
-            if stats["bidding_rounds"] + stats["reverse_rounds"] > stats["max_rounds"]:
-                raise _RoundLimit
+            self._count(stats, "reverse_rounds")
             profit = A.gather(1, self.assigned[:, None])[:, 0] - self.prices.index_select(0, self.assigned)
             top_v, top_i = (A.index_select(1, cols).T - profit).topk(2, dim=1)
             take = top_v[:, 0] - eps > lam  # else the column drops its price to lam
@@ -353,7 +357,7 @@ class _Auction:
             chosen = chosen.clamp(max=k - 1)
             new_cols = torch.where(won, cols.index_select(0, chosen), m)  # m: the spare slot
             # the rows' old columns (owned) and their new ones (unowned) are all distinct
-            self.owner_x.index_put_((torch.where(won, self.assigned, m),), minus_one)
+            self.owner_x.index_put_((torch.where(won, self.assigned, m),), self.minus_one)
             self.owner_x.index_put_((new_cols,), self.row_ids)
             self.prices_x.index_put_((new_cols,), offer.index_select(0, chosen))
             self.assigned.copy_(torch.where(won, new_cols, self.assigned))

@@ -13,9 +13,10 @@ Layers
     (``LayerRecorder(copy=True)``, what :func:`extract`, :func:`stream_pair` and overlapped
     reductions use) or kept as a view whose autograd version counter is checked after the forward
     pass; a layer overwritten in place later in the pass is then switched to copying and the batch
-    run again (:func:`_forward`), so later in-place operations never change what is reduced. Hooks are registered in a context manager and removed
-    even when the forward pass raises. ``DataParallel``/``DistributedDataParallel`` wrappers are
-    unwrapped (names may be given with or without the ``module.`` prefix).
+    run again (:func:`_forward`), so later in-place operations never change what is reduced. Hooks
+    are registered in a context manager and removed even when the forward pass raises.
+    ``DataParallel``/``DistributedDataParallel`` wrappers are unwrapped (names may be given with
+    or without the ``module.`` prefix).
 
 Conv modes (for outputs of shape (batch, channels, *spatial); 2-D outputs are used as they are)
     ``positions`` (default, the papers' convention): channels are neurons and every (image,
@@ -620,7 +621,8 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
 
     def add_batch(acts_a, acts_b):
         # Host Gram reductions read the (B, C, positions) outputs in place, chunk by chunk
-        # (Reduction.update on conv outputs); device reductions take the tensors where they are.
+        # (Reduction.update on conv outputs); device reductions take the (rows, C) float64 tensors
+        # prepared on their device.
         for la, lb, key in plan:
             reductions[key]._update(acts_a[la], acts_b[lb], (f"layer {la!r} of model_a", f"layer {lb!r} of model_b"),
                                     pool)

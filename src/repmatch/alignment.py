@@ -252,21 +252,23 @@ class BipartiteMatch(_UnitPairs):
         }
 
 
-def _live_block(sim: Similarity, lx: np.ndarray, ly: np.ndarray):
-    """S restricted to the live units, where S lives (array or device tensor)."""
-    if isinstance(sim.S, np.ndarray):
-        return sim.S[np.ix_(lx, ly)]
-    import torch
+def _live(sim: Similarity) -> tuple:
+    """(live X units, live Y units, S restricted to them where S lives, or None if a side has none).
 
-    dev = sim.S.device
-    return sim.S.index_select(0, torch.as_tensor(lx, device=dev)).index_select(1, torch.as_tensor(ly, device=dev))
-
-
-def _chance(sim: Similarity) -> float:
-    lx, ly = np.flatnonzero(~sim.excluded_x), np.flatnonzero(~sim.excluded_y)
+    Computed once per matching and shared by the semi-matching, the chance level and the assignment.
+    """
+    lx = np.flatnonzero(~sim.excluded_x)
+    ly = np.flatnonzero(~sim.excluded_y)
     if not lx.size or not ly.size:
-        return 0.0
-    return float(_live_block(sim, lx, ly).mean())
+        return lx, ly, None
+    if isinstance(sim.S, np.ndarray):
+        return lx, ly, sim.S[np.ix_(lx, ly)]
+    return lx, ly, sim.S.index_select(0, _torch_index(sim.S, lx)).index_select(1, _torch_index(sim.S, ly))
+
+
+def _chance(sub) -> float:
+    """Mean of the live block: the expected value of a random pairing (0.0 when there is none)."""
+    return 0.0 if sub is None else float(sub.mean())
 
 
 def _row_best(sub):
@@ -278,12 +280,11 @@ def _row_best(sub):
     return best.cpu().numpy(), sub.gather(1, best[:, None]).squeeze(1).cpu().numpy()
 
 
-def _semi(sim: Similarity) -> SemiMatch:
+def _semi(sim: Similarity, live: tuple) -> SemiMatch:
     n_x, n_y = sim.S.shape
-    lx = np.flatnonzero(~sim.excluded_x)
-    ly = np.flatnonzero(~sim.excluded_y)
-    if lx.size and ly.size:
-        best, v = _row_best(_live_block(sim, lx, ly))
+    lx, ly, sub = live
+    if sub is not None:
+        best, v = _row_best(sub)
         x, y = lx, ly[best]
     else:
         x = y = np.empty(0, dtype=int)
@@ -292,7 +293,7 @@ def _semi(sim: Similarity) -> SemiMatch:
         x=x, y=y, values=v,
         unmatched_x=np.flatnonzero(sim.excluded_x) if ly.size else np.arange(n_x),
         unmatched_y=np.setdiff1d(np.arange(n_y), y),
-        n_x=n_x, n_y=n_y, measure=sim.measure, chance=_chance(sim), n_samples=sim.n_samples,
+        n_x=n_x, n_y=n_y, measure=sim.measure, chance=_chance(sub), n_samples=sim.n_samples,
     )
 
 
@@ -323,7 +324,8 @@ def semi_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zer
     >>> repmatch.semi_match(X, Y).y.tolist()
     [3, 1, 4, 0, 2]
     """
-    return _semi(similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold))
+    sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold)
+    return _semi(sim, _live(sim))
 
 
 def _assign(sub, solver: str) -> tuple:
@@ -382,13 +384,13 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold)
-    semi = _semi(sim)
+    live = _live(sim)
+    semi = _semi(sim, live)
     n_x, n_y = sim.S.shape
-    lx = np.flatnonzero(~sim.excluded_x)
-    ly = np.flatnonzero(~sim.excluded_y)
+    lx, ly, sub = live
     used, gap = "none", 0.0  # no live pair to form: no solver ran
-    if lx.size and ly.size:
-        ri, ci, v, used, gap = _assign(_live_block(sim, lx, ly), solver)
+    if sub is not None:
+        ri, ci, v, used, gap = _assign(sub, solver)
         x, y = lx[ri], ly[ci]
     else:
         x = y = np.empty(0, dtype=int)
@@ -399,6 +401,6 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
         x=x, y=y, values=v,
         unmatched_x=np.setdiff1d(np.arange(n_x), x),
         unmatched_y=np.setdiff1d(np.arange(n_y), y),
-        n_x=n_x, n_y=n_y, measure=sim.measure, chance=_chance(sim), agree=agree, semi=semi,
+        n_x=n_x, n_y=n_y, measure=sim.measure, chance=_chance(sub), agree=agree, semi=semi,
         n_samples=sim.n_samples, solver=used, optimality_gap=gap,
     )

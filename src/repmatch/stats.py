@@ -145,20 +145,15 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
     """
     if not isinstance(r, Reduction):
         raise ValueError(f"r must be a Reduction, got {type(r).__name__}")
-    if r.n_samples < min_samples:
-        raise ValueError(
-            f"the reduction has seen {r.n_samples} sample(s); correlations need at least {min_samples}"
-        )
+    _check_samples(r, min_samples)
     key = ("correlation_stats",)
     cached = r._cache.get(key)
     if cached is not None:
         return cached
     C = r.comoment
     mean = r.mean
-    std, const = _spread(mean, np.diag(C), r.n_samples)
+    std, const, scale = _spread(mean, np.diag(C), r.n_samples)
     live = ~const
-    scale = np.zeros_like(std)
-    scale[live] = 1.0 / np.sqrt(np.diag(C)[live])
     R = C * scale[:, None] * scale[None, :]
     np.clip(R, -1.0, 1.0, out=R)
     R[const, :] = 0.0
@@ -186,10 +181,21 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
     return stats
 
 
+def _check_samples(r: Reduction, min_samples: int) -> None:
+    if r.n_samples < min_samples:
+        raise ValueError(
+            f"the reduction has seen {r.n_samples} sample(s); correlations need at least {min_samples}"
+        )
+
+
 def _spread(mean: np.ndarray, comoment_diag: np.ndarray, n_samples: int) -> tuple:
-    """(standard deviations, constant-unit mask) from the means and the co-moment's diagonal."""
+    """(standard deviations, constant-unit mask, correlation scales) from the means and the
+    co-moment's diagonal: ``scale = 1 / sqrt(C_ii)`` for live units, 0 for constant ones."""
     std = np.sqrt(np.maximum(comoment_diag, 0.0) / n_samples)
-    return std, _constant_mask(mean, std)
+    const = _constant_mask(mean, std)
+    scale = np.zeros_like(std)
+    scale[~const] = 1.0 / np.sqrt(comoment_diag[~const])
+    return std, const, scale
 
 
 def _warn_constant(const: np.ndarray, nx: int) -> None:
@@ -206,15 +212,13 @@ def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
     Returns ``(R, constant_x, constant_y)``: ``R`` a float64 (n_x, n_y) torch tensor on
     ``r.device`` equal to :func:`correlation_from_reduction`'s ``between`` (same formula, scales
     computed on the host as there, same clipping, constant units zeroed; bit for bit on CPU torch
-    for the same accumulators), the masks host arrays. Cached on the reduction until its next update. Only the means and the co-moment's
-    diagonal (n_x + n_y numbers each) cross to the host, to find the constant units.
+    for the same accumulators), the masks host arrays. Cached on the reduction until its next
+    update. Only the means and the co-moment's diagonal (n_x + n_y numbers each) cross to the
+    host, to find the constant units.
     """
     if r.device is None:
         raise ValueError("device_between_correlation needs a reduction on a torch device")
-    if r.n_samples < min_samples:
-        raise ValueError(
-            f"the reduction has seen {r.n_samples} sample(s); correlations need at least {min_samples}"
-        )
+    _check_samples(r, min_samples)
     import torch
 
     key = ("device_between_correlation",)
@@ -222,12 +226,9 @@ def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
     if cached is not None:
         return cached
     C = r.device_tensors()["comoment"]
-    diag = torch.diagonal(C).cpu().numpy()
-    _, const = _spread(r.mean, diag, r.n_samples)
+    # scales on the host, as in correlation_from_reduction: the same rounding
+    _, const, scale = _spread(r.mean, torch.diagonal(C).cpu().numpy(), r.n_samples)
     nx = r.n_x
-    live = ~const
-    scale = np.zeros_like(diag)  # on the host, as correlation_from_reduction: the same rounding
-    scale[live] = 1.0 / np.sqrt(diag[live])
     sx = torch.as_tensor(scale[:nx], device=C.device)
     sy = torch.as_tensor(scale[nx:], device=C.device)
     R = C[:nx, nx:] * sx[:, None] * sy[None, :]

@@ -13,6 +13,9 @@ both give identical results. Targets (issue: subspace match engine):
              on the naive maximum match (the naive one is timed on a sample of neurons: all of them
              would take hours; the per-neuron times are compared and the results checked equal)
   memory   : 10 million samples streamed through a 256 + 256 reduction -> peak memory < 1 GB
+  certify  : what the certificates cost on ordinary (well-conditioned) data: maximum match and the
+             20-point curve with and without error bounds, same data, same run -> <= 10% more
+             (issue: certified answers); also how many decisions needed the precise or exact tier
 """
 
 from __future__ import annotations
@@ -82,8 +85,8 @@ def bench_reduce(X, Y):
     return {"name": "reduce", "repmatch_s": t_red, "baseline_s": t_mtm, "ratio": ratio, "target": 2, "ok": bool(ok)}
 
 
-def bench_simple(n_samples=4000, n_sample_v=2):
-    X, Y = relu_layers(n_samples=n_samples, n_x=128, n_y=128, shared_dim=64, private_dim=64, rng=3)
+def bench_simple(n_samples=4000, n_sample_v=2, n=128):
+    X, Y = relu_layers(n_samples=n_samples, n_x=n, n_y=n, shared_dim=n // 2, private_dim=n // 2, rng=3)
     eps = 0.25
     t0 = time.perf_counter()
     sm = repmatch.simple_matches(X, Y, eps)
@@ -107,6 +110,41 @@ def bench_simple(n_samples=4000, n_sample_v=2):
           f"size distribution {dict(list(sm.size_distribution().items())[:6])}...")
     return report("simple", per_v_ours, per_v_naive, 50,
                   extra=f"(per neuron; naive timed on {len(sample)} neurons, est. {per_v_naive * len(S) / 60:.0f} min for all; identical)")
+
+
+def bench_certify(X, Y, eps=0.2, repeat=5):
+    """Certified vs uncertified solver on the same data (a module switch, for this benchmark only)."""
+    from repmatch import subspace
+
+    grid = np.linspace(0.05, 0.6, 20)
+    out = {}
+    for label, fn in (("maxmatch", lambda: repmatch.maximum_match(X, Y, eps=eps)),
+                      ("curve", lambda: repmatch.similarity_curve(X, Y, eps=grid))):
+        times = {}
+        results = {}
+        for certify in (False, True, False, True):  # interleaved: drift of a noisy machine hits both
+            subspace._CERTIFY = certify
+            try:
+                t, res = best_of(fn, repeat=repeat // 2 + 1)
+            finally:
+                subspace._CERTIFY = True
+            times[certify] = min(times.get(certify, np.inf), t)
+            results[certify] = res
+        same = (results[True].key() == results[False].key()) if label == "maxmatch" else (
+            np.array_equal(results[True].size_x, results[False].size_x)
+            and np.array_equal(results[True].size_y, results[False].size_y))
+        assert same, "certified and plain answers differ on ordinary data"
+        overhead = times[True] / times[False] - 1
+        ok = overhead <= 0.10
+        print(f"[certify] {label}: certified {times[True]:.3f} s | plain {times[False]:.3f} s | overhead "
+              f"{100 * overhead:+.1f}% (target <= +10%) {'OK' if ok else 'MISSED'} (reduction included, identical)")
+        out[label] = {"certified_s": times[True], "plain_s": times[False], "overhead": overhead, "ok": bool(ok)}
+    geo = subspace.geometry(X, Y)
+    repmatch.similarity_curve(geo, eps=grid)
+    st = geo.tiers.stats
+    print(f"[certify] decisions of one curve: {st['fast']} by the Gram bound, {st['precise']} re-decided on "
+          f"the raw data's QR, {st['exact']} in exact arithmetic, {st['uncertain']} left uncertain")
+    return {"name": "certify", **out, "tiers": dict(st)}
 
 
 def _peak_rss_mb() -> float:
@@ -154,27 +192,31 @@ def bench_memory(n_total=10_000_000):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=["maxmatch", "curve", "reduce", "simple", "memory"])
+    p.add_argument("--only", nargs="+", choices=["maxmatch", "curve", "reduce", "simple", "memory", "certify"])
     p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; figures meaningless)")
     args = p.parse_args()
     if args.memory_child:
         _memory_child(args.memory_child, 256, 256, 20000)
         return
     warnings.simplefilter("ignore", repmatch.RepmatchWarning)
-    parts = args.only or ["maxmatch", "curve", "reduce", "simple", "memory"]
+    parts = args.only or ["maxmatch", "curve", "reduce", "certify", "simple", "memory"]
     print(f"repmatch {repmatch.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
     results = []
-    if {"maxmatch", "curve", "reduce"} & set(parts):
-        X, Y = relu_layers(n_samples=10000, n_x=512, n_y=512, rng=0)
+    if {"maxmatch", "curve", "reduce", "certify"} & set(parts):
+        X, Y = (relu_layers(n_samples=1500, n_x=64, n_y=64, shared_dim=32, private_dim=32, rng=0) if args.quick
+                else relu_layers(n_samples=10000, n_x=512, n_y=512, rng=0))
         if "maxmatch" in parts:
             results.append(bench_maxmatch(X, Y))
         if "curve" in parts:
             results.append(bench_curve(X, Y))
         if "reduce" in parts:
             results.append(bench_reduce(X, Y))
+        if "certify" in parts:
+            results.append(bench_certify(X, Y))
     if "simple" in parts:
-        results.append(bench_simple())
+        results.append(bench_simple(n_samples=600, n=24) if args.quick else bench_simple())
     if "memory" in parts:
         results.append(bench_memory())
     if args.json:

@@ -43,3 +43,9 @@ def test_bench_gpu_runs_on_cpu_torch():
 def test_bench_alignment_quick():
     out = run("bench_alignment.py", "--quick")
     assert "ratio repmatch / numpy" in out and "[bipartite]" in out and "bipartite_match" in out
+
+
+def test_bench_subspace_quick():
+    out = run("bench_subspace.py", "--quick", "--only", "maxmatch", "curve", "certify", "simple")
+    assert "[maxmatch]" in out and "[curve]" in out and "[simple]" in out
+    assert out.count("[certify]") == 3 and "identical" in out

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import repmatch
-from repmatch import GRAM_TOL, QR_TOL, EDGE_SLACK, RepmatchWarning
+from repmatch import GRAM_TOL, QR_TOL, RepmatchWarning
 from repmatch.subspace import FactorSpace, Geometry
 from repmatch.testing import (
     brute_force_matches,
@@ -214,15 +214,33 @@ def test_exact_tolerance_at_its_edge(method, tol):
         assert repmatch.maximum_match(X, Y, eps=0.0, method=method, tol=4 * tol).size == 2
 
 
-def test_edge_slack_makes_the_inequality_non_strict():
-    # Geometry by hand: a = (c, s), b = (1, 0): the distance of a to span(b) is exactly s.
+def test_the_inequality_is_not_strict_on_exact_data():
+    # x = (3, 1, 1, 1), y = e1: dist(x, span y) = sqrt(3) = |x| / 2 exactly, so ({x}, {y}) is a
+    # 0.5-match (non-strict) and no 0.4999...-match. No float bound can settle a zero margin: the
+    # exact tier does, on the raw data.
+    X = np.array([[3.0], [1.0], [1.0], [1.0]] * 3)
+    Y = np.array([[1.0], [0.0], [0.0], [0.0]] * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RepmatchWarning)
+        for method in ("gram", "qr"):
+            warnings.filterwarnings("ignore", message="only .* samples", category=RepmatchWarning)
+            assert repmatch.maximum_match(X, Y, eps=0.5, method=method).size == 2
+            assert repmatch.maximum_match(X, Y, eps=np.nextafter(0.5, 0), method=method).size == 0
+
+
+def test_a_margin_inside_the_bound_without_raw_data_is_uncertain():
+    # Geometry by hand (no raw data): a = (c, s), b = (1, 0): the distance of a to span(b) is s.
     def geo(s):
         F = np.array([[np.sqrt(1 - s * s), 1.0], [s, 0.0]])
-        return Geometry(space=FactorSpace(F, QR_TOL), n_x=1, n_y=1, live=np.array([True, True]), tol=QR_TOL, n_samples=1000)
+        return Geometry(space=FactorSpace(F, QR_TOL), n_x=1, n_y=1, live=np.array([True, True]), tol=QR_TOL,
+                        n_samples=1000)
 
-    assert repmatch.maximum_match(geo(0.25), eps=0.25).size == 2
-    assert repmatch.maximum_match(geo(0.25 + 0.5 * EDGE_SLACK), eps=0.25).size == 2
-    assert repmatch.maximum_match(geo(0.25 + 10 * EDGE_SLACK), eps=0.25).size == 0
+    assert repmatch.maximum_match(geo(0.25), eps=0.25 + 1e-9).size == 2
+    assert repmatch.maximum_match(geo(0.25 + 1e-9), eps=0.25).size == 0
+    with pytest.warns(RepmatchWarning, match="could not be decided"):
+        m = repmatch.maximum_match(geo(0.25), eps=0.25)
+    assert m.size == 0 and m.uncertain_x.tolist() == [0] and m.uncertain_y.tolist() == [0]
+    assert m.similarity_bounds == (0.0, 1.0) and not m.certified
 
 
 def test_single_pair_condition_is_the_cosine(rng):

@@ -9,6 +9,8 @@ import pickle
 import subprocess
 import sys
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -146,10 +148,11 @@ def test_rejected_batch_accumulates_nothing(rng):
         r.update(np.zeros((0, 3)), np.zeros((0, 2)))
     with pytest.raises(ValueError, match="x has no samples"):
         r.update(np.zeros((0, 3, 4, 4)), np.zeros((0, 2, 4, 4)))
-    with pytest.raises(ValueError, match="y overflow float64"):  # finite values whose squares overflow
-        r.update(rng.standard_normal((4, 3)), 1e200 * rng.standard_normal((4, 2)))
     assert r.n_samples == 5
     np.testing.assert_array_equal(r.comoment, before)
+    # finite values whose squares overflow: accepted, in other units (Reduction.scale)
+    r.update(rng.standard_normal((4, 3)), 1e200 * rng.standard_normal((4, 2)))
+    assert r.n_samples == 9 and (r.scale[3:] > 1).all() and np.isfinite(r._comoment).all()
 
 
 def test_bad_device_names_the_argument():
@@ -225,15 +228,24 @@ def test_device_tolerance_edge_matches_host(rng, rel):
     assert (3 in md.y) == (rel <= 1)
 
 
-def test_planted_subspace_matches_identical():
+def test_planted_subspace_is_certified_consistently():
+    # The planted neurons are exact mixtures: a Gram matrix (host or device) cannot tell their
+    # rounding-level dependencies from real tiny directions, so some decisions stay uncertain; what
+    # each backend certifies must agree with the arrays' answer (which the raw data settle).
     X, Y, planted = planted_subspace(n_shared=12, dim=6, n_random=30, n_samples=1500)
     host = Reduction.from_arrays(X, Y)
     dev = Reduction.from_arrays(X, Y, device=DEVICE)
-    for eps in (0.0, 0.1, 0.3, 0.6):
-        assert repmatch.maximum_match(dev, eps=eps).key() == repmatch.maximum_match(host, eps=eps).key()
-    m = repmatch.maximum_match(dev, eps=0.0)
-    np.testing.assert_array_equal(m.x, planted)
-    assert repmatch.max_epsilon(dev) == pytest.approx(repmatch.max_epsilon(host), abs=DIST_ATOL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", repmatch.RepmatchWarning)
+        for eps in (0.0, 0.1, 0.3, 0.6):
+            truth = repmatch.maximum_match(X, Y, eps=eps)
+            assert truth.certified
+            for r in (host, dev):
+                m = repmatch.maximum_match(r, eps=eps)
+                assert set(m.x) <= set(truth.x) <= set(m.x) | set(m.uncertain_x)
+                assert set(m.y) <= set(truth.y) <= set(m.y) | set(m.uncertain_y)
+            if eps >= 0.1:  # away from 0 the planted neurons themselves are certified on both
+                assert set(planted) <= set(repmatch.maximum_match(dev, eps=eps).x)
 
 
 def test_relu_layers_curves_identical():

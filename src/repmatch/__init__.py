@@ -20,7 +20,7 @@ from .alignment import ASSIGN_TOL, BipartiteMatch, SemiMatch, bipartite_match, s
 from .clusters import ClusterResult, ClusterSweep, cluster_sweep, hierarchical_groups, spectral_clusters
 from .mi import MIHistogram, mi_bin_edges, mutual_information
 from .nulls import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
-from .reduce import GRAM_TOL, QR_TOL, Reduction
+from .reduce import GRAM_TOL, QR_TOL, RANK_TOL, Reduction
 from .reference import (
     REFERENCE_MEASURES,
     Score,
@@ -37,9 +37,9 @@ from .sparse import SparsePath, SparsePrediction, sparse_prediction
 from .stats import CONSTANT_TOL, CorrelationStats, correlation, correlation_from_reduction
 from .simple import SimpleMatches, simple_matches, v_minimal_match
 from .subspace import (
-    EDGE_SLACK,
     MIN_SAMPLES_PER_NEURON,
     Match,
+    NoMatchError,
     SimilarityCurve,
     max_epsilon,
     maximum_match,
@@ -54,7 +54,8 @@ __all__ = [
     "GRAM_TOL",
     "ASSIGN_TOL",
     "QR_TOL",
-    "EDGE_SLACK",
+    "RANK_TOL",
+    "NoMatchError",
     "MIN_SAMPLES_PER_NEURON",
     "Match",
     "SimilarityCurve",

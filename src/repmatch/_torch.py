@@ -10,18 +10,22 @@ Reductions
     ``z^T z`` formed by a float64 matmul; the Chan et al. merge is the one in reduce.py, on tensors.
     The QR method stacks ``[R; batch]`` and keeps ``torch.linalg.qr(mode="r")``.
 
+    Every batch is divided by the reduction's per-neuron power-of-two units (``Reduction.scale``),
+    chosen from its per-neuron maxima (one vector of n numbers crosses to the host), so data of
+    any finite scale neither under- nor overflows.
+
 Distances (Gram geometry on a device)
-    :func:`gram_distances` is the device twin of ``GramSpace.distances``: a right-looking pivoted
+    :func:`gram_evaluate` is the device twin of ``GramSpace.evaluate``: a right-looking pivoted
     Cholesky of the unit-diagonal Gram block of B with the pivot rule of LAPACK ``dpstrf`` (largest
-    remaining diagonal, first on ties; stop when it is ``<= tol**2``), carried through the columns
-    of A, whose remaining diagonal after the last pivot is their squared distance to span(B).
-    Same tolerance semantics as the host kernel (``tol`` = ``GRAM_TOL`` by default). Both compute a
-    squared distance as 1 minus a sum of squares, in a different order, so squared distances agree
-    to ~1e-15: distances above 1e-3 agree to 1e-9 (tested), smaller ones less well in relative terms
-    but both fall on the same side of ``tol`` (tested, with a neuron at 0.3 and 3 times ``tol``).
-    Match decisions can differ only for a distance within ~1e-12 of a threshold.
-    Only the |A| distances come back to the host (the pruning logic there decides which neurons
-    stay); the n x n Gram matrix stays on the device.
+    remaining diagonal, first on ties; stop when it is ``<= floor``, the span's resolution),
+    carried through the columns of A, whose remaining diagonal after the last pivot is their
+    squared distance to the resolved span. The error bounds use every candidate's exact
+    coefficients and the Frobenius norm of the factor's inverse, both computed on the device by
+    triangular solves; the unresolved tail's cross products with the candidates are formed there
+    too. Only vectors of |A| numbers (and the |T| x |A| tail block) come back to the host, where
+    the bounds are finished by the same formulas as the host kernel's; the n x n Gram matrix
+    stays on the device. Both kernels compute a squared distance as 1 minus a sum of squares, in a
+    different order: they agree to ~1e-15 and their bounds cover the difference.
 
 Assignment (bipartite matching on a device)
     :func:`auction_assignment` maximises ``sum_i A[i, s(i)]`` over one-to-one assignments with
@@ -45,8 +49,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["as_device", "to_device", "pair", "joint_batch", "checked_moments", "centred_moments", "stack_r",
-           "normalised_gram", "gram_distances", "submatrix", "auction_assignment", "AUCTION_SCALING",
+__all__ = ["as_device", "to_device", "pair", "joint_batch", "scaled_batch", "checked_moments", "centred_moments",
+           "stack_r", "normalised_gram", "gram_evaluate", "submatrix", "auction_assignment", "AUCTION_SCALING",
            "AUCTION_ROUNDS_PER_UNIT"]
 
 #: Factor by which the auction's epsilon shrinks from one phase to the next. Measured on CPU torch
@@ -145,6 +149,21 @@ def joint_batch(red, x, y, names=("x", "y")) -> torch.Tensor:
     return torch.cat([xt, yt], dim=1)
 
 
+def scaled_batch(red, z: torch.Tensor, names) -> torch.Tensor:
+    """``z`` checked finite (ValueError naming the side) and divided by the reduction's units,
+    which change first if the batch needs it (Reduction._scales_for)."""
+    maxabs = z.abs().amax(dim=0).cpu().numpy()  # NaN/Inf propagate into the maxima
+    if not np.isfinite(maxabs).all():
+        sides = ((slice(0, red.n_x), names[0]), (slice(red.n_x, None), names[1]))
+        for sl, name in sides:
+            if not np.isfinite(maxabs[sl]).all():
+                raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
+    red._rescale(red._scales_for(maxabs))
+    if (red._scale != 1.0).any():
+        z = z * torch.as_tensor(1.0 / red._scale, device=z.device)
+    return z
+
+
 def checked_moments(red, z: torch.Tensor, names) -> tuple:
     """(mean, centred co-moment) of the rows of z (centred in place), checked finite.
 
@@ -202,44 +221,91 @@ def submatrix(G: torch.Tensor, cols) -> torch.Tensor:
     return G.index_select(0, idx).index_select(1, idx)
 
 
-#: gram_distances reads whether the factorisation has stopped once per this many pivots (one host
+#: gram_evaluate reads whether the factorisation has stopped once per this many pivots (one host
 #: sync each time), so a rank-deficient B ends early without a sync per pivot.
 _STOP_CHECK = 32
 
 
-def gram_distances(G: torch.Tensor, A, B, tol: float) -> np.ndarray:
-    """Relative distance of every neuron in A to span(B) on a unit-diagonal Gram matrix on a device.
+def gram_evaluate(space, A, B, t2=None) -> tuple:
+    """``(d2, lo, hi)`` of ``GramSpace.evaluate`` for a unit-diagonal Gram matrix on a device.
 
-    Pivoted Cholesky over B carried through A (module docstring); returns a host float64 array.
-    The pivot choice and the stopping test stay on the device (masked updates after the stop), so
-    the loop reads nothing on the host but a stop flag every :data:`_STOP_CHECK` pivots.
+    Pivoted Cholesky over B carried through A (module docstring). The pivot choice and the stopping
+    test stay on the device (masked updates after the stop), so the loop reads nothing on the host
+    but a stop flag every :data:`_STOP_CHECK` pivots.
     """
+    from . import _certify as cert
+    from .subspace import _CERTIFY, _GRAM_FLOOR, _gram_finish
+
+    G = space.G
+    A = np.asarray(A)
+    B = np.asarray(B)
     nb = len(B)
     dev = G.device
-    idx = torch.as_tensor(np.concatenate([np.asarray(B), np.asarray(A)]).astype(np.int64), device=dev)
+    idx = torch.as_tensor(np.concatenate([B, A]).astype(np.int64), device=dev)
     K = G.index_select(0, idx).index_select(1, idx[:nb])  # (|B| + |A|, |B|): columns of B only
     d = torch.diagonal(G).index_select(0, idx).clone()  # remaining squared distance of every row
     L = torch.zeros((idx.numel(), nb), dtype=G.dtype, device=dev)
+    order = torch.zeros(nb, dtype=torch.long, device=dev)
     free = torch.ones(nb, dtype=torch.bool, device=dev)
     positions = torch.arange(nb, device=dev)
     neg = torch.tensor(-np.inf, dtype=G.dtype, device=dev)
     zero = torch.zeros((), dtype=G.dtype, device=dev)
-    going = torch.ones((), dtype=torch.bool, device=dev)  # no pivot has fallen to tol**2 yet
-    tol2 = tol * tol
+    going = torch.ones((), dtype=torch.bool, device=dev)  # no pivot has fallen to the floor yet
+    eta_B = space.eta[B]
+    floor = _GRAM_FLOOR * float(eta_B.max()) ** 2 if _CERTIFY else space.rank_tol**2
+    rank = torch.zeros((), dtype=torch.long, device=dev)
     for k in range(nb):
         cand = torch.where(free, d[:nb], neg)
         j = torch.argmax(cand).reshape(1)  # first maximum, as dpstrf
         pivot = cand.index_select(0, j)[0]
-        going = going & (pivot > tol2)
+        going = going & (pivot > floor)
         col = (K.index_select(1, j)[:, 0] - L[:, :k] @ L.index_select(0, j)[0, :k]) / torch.sqrt(
             torch.where(going, pivot, torch.ones_like(pivot)))
         col = torch.where(going, col, zero)
         L[:, k] = col
         d -= col * col
+        order[k] = torch.where(going, j[0], order[k])
+        rank = rank + going.long()
         free &= ~((positions == j) & going)
         if k % _STOP_CHECK == _STOP_CHECK - 1 and not bool(going):
             break
-    return np.sqrt(np.clip(d[nb:].cpu().numpy(), 0.0, 1.0))
+    raw = (1.0 - (L[nb:] * L[nb:]).sum(dim=1)).cpu().numpy()
+    d2 = np.clip(raw, 0.0, 1.0)
+    if not _CERTIFY:
+        return d2, d2, d2
+    r = int(rank)
+    piv_pos = order[:r]
+    tail_pos = torch.nonzero(free).flatten()
+    Lp = L.index_select(0, piv_pos)[:, :r]  # lower triangular: the factor U^T in pivot order
+    WA = L[nb:, :r].T  # (r, |A|): coordinates of A on the orthonormal basis of the resolved span
+    kern = 3.0 * cert.gamma(r + 2)
+    eta_K = torch.as_tensor(space.eta[B[piv_pos.cpu().numpy()]], device=dev)
+    eK = torch.sqrt(eta_K**2 + kern)
+    if r:
+        C = torch.linalg.solve_triangular(Lp.T, WA, upper=True)  # coefficients on the pivots' unit vectors
+        cw = (eK @ C.abs()).cpu().numpy()
+        inv = torch.linalg.solve_triangular(Lp, torch.eye(r, dtype=G.dtype, device=dev), upper=False)
+        kappa2 = float(torch.linalg.matrix_norm(inv))  # ||U^-1||_F >= ||U^-1||_2
+    else:
+        cw, kappa2 = np.zeros(len(A)), 0.0
+    s = (float((eta_K**2).sum()) + r * kern) * kappa2**2
+    rho = 1.0 / (1.0 - s) if s < 0.5 else np.inf
+    eA2 = space.eta[A] ** 2 + kern
+    S = eT = None
+    nt = int(tail_pos.numel())
+    if nt:
+        if nt <= cert.MAX_TAIL:
+            LT = L.index_select(0, tail_pos)[:, :r]  # (|T|, r)
+            GTA = K[nb:].index_select(1, tail_pos).T  # (|T|, |A|)
+            S = (GTA - LT @ WA).cpu().numpy()
+            cT = torch.linalg.solve_triangular(Lp.T, LT.T, upper=True) if r else torch.zeros((0, nt), dtype=G.dtype,
+                                                                                             device=dev)
+            cwT = (eK @ cT.abs()).cpu().numpy() if r else np.zeros(nt)
+            eT = np.sqrt(space.eta[B[tail_pos.cpu().numpy()]] ** 2 + kern) + cwT
+        else:
+            S = np.full((nt, len(A)), np.inf)
+            eT = np.zeros(nt)
+    return _gram_finish(raw, eA2, cw, rho, r, space.rank_tol, S, eT)
 
 
 class _RoundLimit(Exception):

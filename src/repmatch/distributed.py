@@ -287,7 +287,7 @@ def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0,
     """
     from .simple import _assemble, _plan
 
-    geo, eps, thr, I, J, S, gen, restarts = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method, tol=tol)
+    geo, eps, thr, I, J, S, gen, restarts, hi = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method, tol=tol)
     if not isinstance(getattr(geo.space, "G", getattr(geo.space, "F", None)), np.ndarray):
         raise ValueError("X is a reduction on a torch device; simple_matches_parallel needs a host reduction "
                          "(use reduction.to(None))")
@@ -301,7 +301,7 @@ def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0,
         futures = [c.submit(_deletion_task, geo_f, I, J, thr, jobs[a:b], pure=False)
                    for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         results = [res for part in c.gather(futures) for res in part]
-    return _assemble(geo, eps, restarts, I, J, [(v, res) for (v, _), res in zip(jobs, results)])
+    return _assemble(geo, eps, restarts, I, J, [(v, res) for (v, _), res in zip(jobs, results)], hi)
 
 
 def _jobs(S, gen, restarts):

@@ -30,7 +30,7 @@ __all__ = ["load_activations", "save_reductions", "load_reductions", "is_reducti
 _MARKER = "repmatch_reductions"
 #: Format tag of the manifest.json of a directory of chunked activations (``repmatch extract --save``).
 SAVED_FORMAT = "repmatch-activations-1"
-_FIELDS = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "r")
+_FIELDS = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "r", "scale", "sqsum", "depth")
 
 
 def _check_exists(path, name: str) -> str:
@@ -92,20 +92,16 @@ def save_reductions(path, reductions: dict, *, metadata: dict | None = None) -> 
     """
     import json
 
-    arrays = {_MARKER: np.array(1), "layers": np.array(list(reductions), dtype=str)}
+    from .reduce import _FORMAT_VERSION
+
+    arrays = {_MARKER: np.array(_FORMAT_VERSION), "layers": np.array(list(reductions), dtype=str)}
     for layer, r in reductions.items():
         if "/" in layer:
             raise ValueError(f"layer names may not contain '/': {layer!r}")
         if not isinstance(r, Reduction):
             raise ValueError(f"reductions[{layer!r}] must be a Reduction, got {type(r).__name__}")
-        arrays[f"{layer}/method"] = np.array(r.method)
-        arrays[f"{layer}/n_x"] = np.array(r.n_x)
-        arrays[f"{layer}/n_y"] = np.array(r.n_y)
-        arrays[f"{layer}/n_samples"] = np.array(r.n_samples)
-        arrays[f"{layer}/mean"] = r._mean
-        arrays[f"{layer}/comoment"] = r._comoment
-        if r._r is not None:
-            arrays[f"{layer}/r"] = r._r
+        for key, value in r._npz_fields().items():
+            arrays[f"{layer}/{key}"] = value
     arrays["metadata"] = np.array(json.dumps(metadata or {}))
     atomic_savez(path, **arrays)
 
@@ -126,7 +122,7 @@ def load_reductions(path, name: str = "file") -> tuple[dict, dict]:
         out = {}
         for layer in [str(s) for s in f["layers"]]:
             sub = {k: f[f"{layer}/{k}"] for k in _FIELDS if f"{layer}/{k}" in f.files}
-            sub["repmatch_reduction"] = np.array(1)
+            sub["repmatch_reduction"] = np.asarray(f[_MARKER])  # the file's format version
             out[layer] = Reduction._from_npz_dict(sub, f"{path}:{layer}")
         metadata = json.loads(str(f["metadata"])) if "metadata" in f.files else {}
     return out, metadata

@@ -53,18 +53,32 @@ import scipy.linalg
 from ._atomic import atomic_savez
 from ._validate import as_real_array, check_finite, check_positive_int, to_numpy
 
-__all__ = ["Reduction", "GRAM_TOL", "QR_TOL", "METHODS"]
+__all__ = ["Reduction", "GRAM_TOL", "QR_TOL", "RANK_TOL", "METHODS"]
 
-#: Numerical tolerance of the subspace match on a Gram reduction: relative distances (and singular
-#: values of unit-norm neuron sets) below this are treated as zero. Rounding in a float64 Gram matrix
-#: leaves in-span residuals of about sqrt(machine eps * n) ~ 1e-7; 1e-6 sits an order above that.
+#: Exact-match tolerance of the subspace match on a Gram reduction: a neuron within this relative
+#: distance of a span counts as in it (``eps`` is used as ``max(eps, tol)``). A float64 Gram matrix
+#: resolves relative distances near 0 only to about sqrt(u) ~ 1e-8 (squared distances carry ~1e-16);
+#: 1e-6 sits two orders above that. Decisions its error bound cannot settle are re-decided or
+#: reported uncertain (docs/subspace.md, "Guarantees").
 GRAM_TOL = 1e-6
 #: The same tolerance on a QR reduction or in-memory QR: residuals are ~1e-15 there.
 QR_TOL = 1e-10
+#: Numerical rank of a span, on every method: a neuron whose relative distance to the span of the
+#: neurons chosen before it (greedy pivoting) is below this adds no direction. Far below GRAM_TOL on
+#: purpose: a direction of relative size 1e-7 is real data and can put a neuron exactly into a span.
+RANK_TOL = 1e-10
 
 METHODS = ("gram", "qr")
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+#: Versions of the reduction file format that load: 1 (no scales or error bookkeeping; see load()).
+_KNOWN_VERSIONS = (1, 2)
+
+#: Each neuron is stored divided by a power-of-two scale so that its values stay within
+#: [2^-_SAFE_EXP, 2^_SAFE_EXP]: squares and sums of 2^60 rows of them neither underflow nor overflow,
+#: whatever the scale of the data (1e-300 or 1e300). Powers of two scale exactly, so data already in
+#: range are stored bit for bit as before.
+_SAFE_EXP = 200
 
 
 class Reduction:
@@ -103,9 +117,17 @@ class Reduction:
         n = self.n_x + self.n_y
         self.n_samples = 0
         # The accumulators: NumPy arrays, or float64 torch tensors on self.device. Read them through
-        # _mean / _comoment / _r, which give host arrays.
+        # _mean / _comoment / _r, which give host arrays. They hold the data divided by _scale
+        # (powers of two per neuron, see _SAFE_EXP); "sqsum" is the per-neuron sum over batches of
+        # the squares actually accumulated (shifted rows), which bounds the rounding error (_noise).
         self._acc = {"mean": self._to_acc(np.zeros(n)), "comoment": self._to_acc(np.zeros((n, n))),
-                     "r": self._to_acc(np.zeros((0, n))) if method == "qr" else None}
+                     "r": self._to_acc(np.zeros((0, n))) if method == "qr" else None,
+                     "sqsum": self._to_acc(np.zeros(n))}
+        self._scale = np.ones(n)
+        #: Longest chain of dependent roundings behind any accumulated entry (rows summed in one
+        #: chunk + chunks + merges; TSQR: rows x columns of every factorisation on the chain).
+        self._depth = 0
+        self._raw = None  # (X, Y) float64 arrays when built by from_arrays for a solver (subspace.geometry)
         self._cache: dict = {}
 
     # ------------------------------------------------------------------ backend
@@ -134,6 +156,52 @@ class Reduction:
                          doc="Host float64 copy of the centred co-moment accumulator.")
     _r = property(lambda self: self._host("r"), lambda self, v: self._set_acc("r", v),
                   doc="Host float64 copy of the TSQR factor (``method='qr'``), else None.")
+    _sqsum = property(lambda self: self._host("sqsum"), lambda self, v: self._set_acc("sqsum", v),
+                      doc="Host copy of the per-neuron sum of accumulated squares (error bookkeeping).")
+
+    # ------------------------------------------------------------------ scales
+    def _rescale(self, new_scale: np.ndarray) -> None:
+        """Re-express the accumulators in units of ``new_scale`` (powers of two: exact, except that
+        values pushed below the float64 range vanish, which only happens to terms that are
+        negligible beside the data that caused the larger scale)."""
+        f = self._scale / new_scale
+        if np.array_equal(f, np.ones_like(f)):
+            return
+        acc = self._acc
+        if self.n_samples:
+            ft = f if self.device is None else _torch_backend().to_device(f, self.device)
+            # one factor at a time: f_i f_j alone can overflow where C_ij f_i f_j cannot
+            with np.errstate(under="ignore"):
+                acc["mean"] = acc["mean"] * ft
+                acc["comoment"] = (acc["comoment"] * ft[:, None]) * ft[None, :]
+                acc["sqsum"] = (acc["sqsum"] * ft) * ft
+                if acc["r"] is not None:
+                    acc["r"] = acc["r"] * ft
+        self._scale = np.array(new_scale, dtype=np.float64)
+        self._cache.clear()
+
+    def _scales_for(self, maxabs: np.ndarray) -> np.ndarray:
+        """Scales that keep a batch with per-neuron maxima ``maxabs`` (true units) in the safe range,
+        changing a neuron's scale only when it leaves the range: upwards for large values, downwards
+        for small ones only while everything accumulated for that neuron is small too."""
+        scale = self._scale.copy()
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            rel = maxabs / scale
+        hi_lim, lo_lim = 2.0**_SAFE_EXP, 2.0**-_SAFE_EXP
+        exps = np.frexp(np.where(maxabs > 0, maxabs, 1.0))[1].astype(np.float64)  # maxabs < 2^exps
+        up = rel > hi_lim
+        scale[up] = np.ldexp(1.0, exps[up].astype(int))
+        down = (maxabs > 0) & (rel < lo_lim)
+        if down.any() and self.n_samples:
+            g = np.diag(self._comoment) + self.n_samples * self._mean**2  # accumulated squares (scaled)
+            down &= ~(g > self.n_samples * lo_lim**2)
+        scale[down] = np.ldexp(1.0, exps[down].astype(int))
+        return scale
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Power-of-two unit of every neuron's stored statistics (1 unless the data needed it)."""
+        return self._scale.copy()
 
     def device_tensors(self) -> dict:
         """The accumulators where they live: ``{"mean", "comoment", "r"}`` (torch tensors on
@@ -144,7 +212,10 @@ class Reduction:
         """A copy of this reduction on ``device`` (a torch device, or ``None`` for NumPy on the host)."""
         out = Reduction(self.n_x, self.n_y, method=self.method, device=device)
         out.n_samples = self.n_samples
-        for name in ("mean", "comoment", "r"):
+        out._scale = self._scale.copy()
+        out._depth = self._depth
+        out._raw = self._raw
+        for name in ("mean", "comoment", "r", "sqsum"):
             a = self._host(name) if device is None else self._acc[name]
             if a is not None:
                 out._acc[name] = out._to_acc(_copy(a))
@@ -194,14 +265,17 @@ class Reduction:
     def _update(self, x, y, names, pool=None) -> "Reduction":
         """:meth:`update` with the two sides called ``names`` in error messages; ``pool`` as in
         :func:`shifted_moments` (host Gram path only)."""
+        self._raw = None
         if self.device is not None:
             backend = _torch_backend()
             z = backend.joint_batch(self, x, y, names)  # float64 (b, n) tensor on self.device
+            z = backend.scaled_batch(self, z, names)  # checked finite, in this reduction's units
             r_new = backend.stack_r([self._acc["r"], z], self.n_neurons) if self._acc["r"] is not None else None
             mean_b, com_b = backend.checked_moments(self, z, names)  # raises before anything is kept
             if r_new is not None:
                 self._acc["r"] = r_new
-            self._combine(z.shape[0], mean_b, com_b)
+                self._depth = max(self._depth, 1) + (z.shape[0] + self.n_neurons) * self.n_neurons
+            self._combine(z.shape[0], mean_b, com_b, depth=z.shape[0] + 2, sqsum=_copy(com_b.diagonal()))
             self._cache.clear()
             return self
         xa = _as_blocks(x, names[0], self.n_x, "n_x")
@@ -225,15 +299,46 @@ class Reduction:
         return self
 
     def _update_blocks(self, parts, names, pool=None, originals=None) -> None:
-        """Gram path: one batch given as (B, n_i, L) parts, X's neurons first (see shifted_moments)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.n_samples == 0:
-                rows = parts[0].shape[0] * parts[0].shape[2]
-                shift = np.concatenate([p.sum(axis=(0, 2), dtype=np.float64) for p in parts]) / rows
-            else:
-                shift = self._mean
-            rows, mean_b, com_b = shifted_moments(parts, shift, names, pool, originals)
-        self._combine(rows, mean_b, com_b)
+        """Gram path: one batch given as (B, n_i, L) parts, X's neurons first (see shifted_moments).
+
+        The batch is reduced in the current units; only if that overflows, or a neuron comes out so
+        small or so large that its squares leave the safe range (_SAFE_EXP), are the batch's
+        per-neuron maxima read (one more pass, on this rare path only), the units changed and the
+        batch reduced again: data of ordinary scale are read once, as before."""
+        offsets = np.cumsum([0] + [p.shape[1] for p in parts])
+        rows = parts[0].shape[0] * parts[0].shape[2]
+        for attempt in (0, 1):
+            inv = None if not (self._scale != 1.0).any() else 1.0 / self._scale
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    if self.n_samples == 0:
+                        shift = np.concatenate([p.sum(axis=(0, 2), dtype=np.float64) for p in parts]) / rows
+                        if inv is not None:
+                            shift = shift * inv
+                    else:
+                        shift = self._mean
+                    if not np.isfinite(shift).all():
+                        _check_parts_finite(parts, originals, names)  # NaN/Inf named; else overflow
+                        raise _Overflow
+                    rows, mean_b, com_b, depth, sq = shifted_moments(parts, shift, names, pool, originals, inv=inv)
+            except _Overflow:
+                if attempt:  # pragma: no cover - the new units cannot overflow
+                    raise ValueError(f"{names[0]} or {names[1]} could not be reduced without overflow")
+                self._rescale(self._scales_for(_blocks_maxabs(parts, offsets)))
+                continue
+            diag = np.diagonal(com_b)
+            lo, hi = rows * 2.0 ** (-2 * _SAFE_EXP), rows * 2.0 ** (2 * _SAFE_EXP)
+            odd = ((diag < lo) & (np.abs(mean_b) < 2.0**-_SAFE_EXP)) | (diag > hi) | (np.abs(mean_b) > 2.0**_SAFE_EXP)
+            if attempt == 0 and odd.any():
+                cols = np.flatnonzero(odd)
+                maxabs = self._scale.copy() * 0.5  # in range: leaves other neurons alone
+                maxabs[cols] = _blocks_maxabs(parts, offsets, cols)
+                new = self._scales_for(maxabs)
+                if not np.array_equal(new, self._scale):
+                    self._rescale(new)
+                    continue
+            break
+        self._combine(rows, mean_b, com_b, depth=depth, sqsum=sq)
         self._cache.clear()
 
     def _update_checked(self, xa: np.ndarray, ya: np.ndarray, names=("x", "y")) -> None:
@@ -248,12 +353,17 @@ class Reduction:
         if not np.isfinite(z).all():  # one pass; name the culprit only on failure
             check_finite(z[:, : self.n_x], names[0])
             check_finite(z[:, self.n_x :], names[1])
+        # the factor needs every row anyway (n^2 work per row): the maxima cost little beside it
+        self._rescale(self._scales_for(np.abs(z).max(axis=0)))
+        if (self._scale != 1.0).any():
+            z *= 1.0 / self._scale
         stacked = np.vstack([self._r, z])
         self._r = scipy.linalg.qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0][: min(n, stacked.shape[0])]
+        self._depth = max(self._depth, 1) + stacked.shape[0] * n
         mean_b = z.mean(axis=0)
         z -= mean_b
         com_b = z.T @ z  # NumPy dispatches A.T @ A to a symmetric rank-k update
-        self._combine(b, mean_b, com_b)
+        self._combine(b, mean_b, com_b, depth=b + 2, sqsum=np.diag(com_b).copy())
         self._cache.clear()
 
     def add_moments(self, n_samples: int, mean, comoment) -> "Reduction":
@@ -283,15 +393,27 @@ class Reduction:
         elif not bool(_torch_backend().all_finite(mean, comoment)):  # one host sync
             bad = "mean" if not bool(_torch_backend().all_finite(mean)) else "comoment"
             raise ValueError(f"{bad} contains non-finite values (NaN or Inf)")
-        self._combine(n_b, mean, comoment)
+        self._raw = None
+        if (self._scale != 1.0).any():
+            inv = self._to_acc(1.0 / self._scale)
+            mean = mean * inv
+            comoment = comoment * (inv[:, None] * inv[None, :])
+        # how the producer rounded is unknown: count its rows as one sequential sum
+        d = _copy(comoment.diagonal())
+        self._combine(n_b, mean, comoment, depth=n_b + 2, sqsum=d + n_b * mean * mean)
         self._cache.clear()
         return self
 
-    def _combine(self, n_b: int, mean_b: np.ndarray, com_b: np.ndarray) -> None:
-        """Chan et al. pairwise merge of (count, mean, centred co-moment)."""
+    def _combine(self, n_b: int, mean_b: np.ndarray, com_b: np.ndarray, *, depth: int, sqsum) -> None:
+        """Chan et al. pairwise merge of (count, mean, centred co-moment), in this reduction's units.
+
+        ``depth`` is the batch's longest rounding chain and ``sqsum`` the squares it accumulated per
+        neuron (error bookkeeping, see :meth:`_noise`)."""
         acc = self._acc
         mean_b, com_b = self._to_acc(mean_b), self._to_acc(com_b)
+        acc["sqsum"] = acc["sqsum"] + self._to_acc(sqsum)
         n_a = self.n_samples
+        self._depth = max(self._depth, int(depth)) + (3 if n_a else 0)
         if n_a == 0:
             self.n_samples = n_b
             acc["mean"] = _copy(mean_b)
@@ -315,9 +437,15 @@ class Reduction:
         if other.method != self.method:
             raise ValueError(f"cannot merge a {self.method!r} reduction with a {other.method!r} reduction")
         out = self.copy()
+        out._raw = None
         if other.n_samples == 0:
             return out
-        out._combine(other.n_samples, other._acc["mean"], other._acc["comoment"])
+        other = other.copy()
+        target = np.maximum(out._scale, other._scale)  # shrink the smaller units: cannot overflow
+        out._rescale(target)
+        other._rescale(target)
+        out._combine(other.n_samples, other._acc["mean"], other._acc["comoment"], depth=other._depth,
+                     sqsum=other._acc["sqsum"])
         if out._acc["r"] is not None:
             parts = [out._acc["r"], out._to_acc(other._acc["r"])]
             if self.device is not None:
@@ -326,6 +454,7 @@ class Reduction:
                 stacked = np.vstack(parts)
                 if stacked.shape[0]:
                     out._acc["r"] = scipy.linalg.qr(stacked, mode="r", check_finite=False)[0][: min(self.n_neurons, stacked.shape[0])]
+            out._depth += 2 * self.n_neurons**2
         out._cache = {}
         return out
 
@@ -354,76 +483,238 @@ class Reduction:
 
     @property
     def mean(self) -> np.ndarray:
-        """Per-neuron means, X's columns first, shape (n_x + n_y,)."""
+        """Per-neuron means, X's columns first, shape (n_x + n_y,).
+
+        In the data's units; for data near the ends of the float64 range these may over- or
+        underflow, which the solvers never see (they read the statistics in the stored units)."""
         self._require_samples()
-        return self._mean.copy()
+        with np.errstate(over="ignore", under="ignore"):
+            return self._mean * self._scale
 
     @property
     def comoment(self) -> np.ndarray:
         """Centred co-moment matrix sum_i (z_i - mu)(z_i - mu)^T of the joint columns [X Y]."""
         self._require_samples()
-        return self._comoment.copy()
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            return self._comoment * np.outer(self._scale, self._scale)
 
     def covariance(self, ddof: int = 0) -> np.ndarray:
         """Joint covariance matrix of [X Y] (within-X, between, within-Y blocks)."""
         self._require_samples(ddof + 1)
-        return self._comoment / (self.n_samples - ddof)
+        return self.comoment / (self.n_samples - ddof)
 
     def gram(self) -> np.ndarray:
         """Uncentred Gram matrix M^T M of the joint activation matrix, float64, shape (n, n)."""
         self._require_samples()
         if "gram" not in self._cache:
-            g = self._comoment + self.n_samples * np.outer(self._mean, self._mean)
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                self._cache["gram"] = self._scaled_gram() * np.outer(self._scale, self._scale)
+        return self._cache["gram"]
+
+    def _scaled_gram(self) -> np.ndarray:
+        """The Gram matrix in the stored units (each neuron divided by ``scale``): never overflows."""
+        key = "scaled_gram"
+        if key not in self._cache:
             if self._r is not None:
                 g = self._r.T @ self._r
-            self._cache["gram"] = g
-        return self._cache["gram"]
+            else:
+                g = self._comoment + self.n_samples * np.outer(self._mean, self._mean)
+            self._cache[key] = g
+        return self._cache[key]
+
+    def _side_scaled(self, center: bool = True) -> np.ndarray:
+        """Covariance (``center``) or Gram / n of [X Y] with each layer in units of its own largest
+        scale: every neuron keeps its size relative to the others of its layer (what CKA, CCA and
+        Procrustes read), and nothing under- or overflows unless one layer spans > 1e300 in scale."""
+        C = self._comoment if center else self._scaled_gram()
+        nx = self.n_x
+        rel = self._scale.copy()
+        rel[:nx] /= rel[:nx].max()
+        rel[nx:] /= rel[nx:].max()
+        with np.errstate(under="ignore"):
+            return C * np.outer(rel, rel) / self.n_samples
 
     def column_norms(self) -> np.ndarray:
         """Euclidean norm of every activation vector (sqrt of the Gram diagonal)."""
-        return np.sqrt(np.maximum(np.diag(self.gram()), 0.0))
+        with np.errstate(over="ignore", under="ignore"):
+            return np.sqrt(np.maximum(np.diag(self._scaled_gram()), 0.0)) * self._scale
 
     @property
     def r_factor(self) -> np.ndarray | None:
         """Triangular factor R of the uncentred data (``method="qr"`` only), ``M = Q R``."""
-        return None if self._r is None else self._r.copy()
+        if self._r is None:
+            return None
+        with np.errstate(over="ignore", under="ignore"):
+            return self._r * self._scale
+
+    # ------------------------------------------------------------------ error bookkeeping
+    def _noise(self) -> np.ndarray:
+        """Per-neuron error scale ``eta`` of the unit-diagonal Gram matrix of the live neurons.
+
+        Entry (i, j) of ``G / sqrt(G_ii G_jj)`` is within ``eta_i eta_j`` of the exact value for the
+        data (rounding model of repmatch._certify). The shifted sums of a batch err by at most
+        gamma(depth) sqrt(S_ii S_jj), with S the squares actually accumulated (``sqsum``, which can
+        be much smaller than G_ii when the shift is close to the mean); rebuilding
+        ``C + n mu mu^T`` and normalising add a few units of roundoff.
+        For ``method="qr"`` the solver reads the factor instead (:meth:`_factor_noise`).
+        """
+        from ._certify import U, gamma
+
+        G = np.diag(self._scaled_gram())
+        sq = np.maximum(self._sqsum, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(G > 0, sq / G, 0.0)
+        return np.sqrt(gamma(max(self._depth, 1)) * ratio + 8 * U)
+
+    def _factor_noise(self) -> float:
+        """Relative column-wise backward error of the TSQR factor: R is the exact factor of data
+        whose every column differs from the real one by at most this times its norm."""
+        from ._certify import U, gamma
+
+        return gamma(max(self._depth, 1)) + 4 * U
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Write the reduction to an ``.npz`` file atomically (temporary file, then rename)."""
+    def _npz_fields(self) -> dict:
+        """The arrays a file stores for this reduction (shared by save() and io.save_reductions)."""
         arrays = {
-            "repmatch_reduction": np.array(_FORMAT_VERSION),
             "method": np.array(self.method),
             "n_x": np.array(self.n_x),
             "n_y": np.array(self.n_y),
             "n_samples": np.array(self.n_samples),
             "mean": self._mean,
             "comoment": self._comoment,
+            "scale": self._scale,
+            "sqsum": self._sqsum,
+            "depth": np.array(self._depth),
         }
         if self._r is not None:
             arrays["r"] = self._r
-        atomic_savez(path, **arrays)
+        return arrays
+
+    def save(self, path) -> None:
+        """Write the reduction to an ``.npz`` file atomically (temporary file, then rename)."""
+        atomic_savez(path, repmatch_reduction=np.array(_FORMAT_VERSION), **self._npz_fields())
 
     @classmethod
     def load(cls, path) -> "Reduction":
-        with np.load(path, allow_pickle=False) as f:
-            return cls._from_npz_dict(f, str(path))
+        """Read a file written by :meth:`save`.
+
+        Every field is checked (type, shape, finiteness, ranges and the consistency of the moments):
+        a damaged or edited file raises ValueError naming the file and the field, never yields numbers.
+        """
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return cls._from_npz_dict(f, str(path))
+        except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
     @classmethod
     def _from_npz_dict(cls, f, source: str = "<npz>") -> "Reduction":
         if "repmatch_reduction" not in f:
             raise ValueError(f"{source} is not a repmatch reduction file (no 'repmatch_reduction' entry)")
-        r = cls(int(f["n_x"]), int(f["n_y"]), method=str(f["method"]))
-        r.n_samples = int(f["n_samples"])
-        r._mean = np.array(f["mean"], dtype=np.float64)
-        r._comoment = np.array(f["comoment"], dtype=np.float64)
-        if r.method == "qr":
-            r._r = np.array(f["r"], dtype=np.float64)
-        return r
+        return _read_fields(cls, {k: f[k] for k in f}, source)
 
     def __repr__(self) -> str:
         dev = "" if self.device is None else f", device={str(self.device)!r}"
         return f"Reduction(n_x={self.n_x}, n_y={self.n_y}, method={self.method!r}, n_samples={self.n_samples}{dev})"
+
+
+# --------------------------------------------------------------------------------------- file checks
+def _field(d: dict, name: str, source: str, *, required: bool = True):
+    if name not in d:
+        if required:
+            raise ValueError(f"{source}: field {name!r} is missing; not a complete repmatch reduction")
+        return None
+    return np.asarray(d[name])
+
+
+def _int_field(d, name, source, minimum):
+    a = _field(d, name, source)
+    if a.ndim != 0 or not (np.issubdtype(a.dtype, np.integer) or (np.issubdtype(a.dtype, np.floating)
+                                                                     and np.isfinite(a) and float(a) == int(a))):
+        raise ValueError(f"{source}: field {name!r} must be an integer, got {a.dtype} of shape {a.shape}")
+    v = int(a)
+    if v < minimum:
+        raise ValueError(f"{source}: field {name!r} must be >= {minimum}, got {v}")
+    return v
+
+
+def _float_field(d, name, source, shape, *, required=True):
+    a = _field(d, name, source, required=required)
+    if a is None:
+        return None
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{source}: field {name!r} must be a float array, got dtype {a.dtype}")
+    if a.shape != shape:
+        raise ValueError(f"{source}: field {name!r} has shape {a.shape}, expected {shape}")
+    a = np.array(a, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{source}: field {name!r} holds non-finite values (NaN or Inf)")
+    return a
+
+
+def _read_fields(cls, d: dict, source: str) -> "Reduction":
+    """A Reduction from the arrays of a file, every field checked (see Reduction.load)."""
+    ver = _field(d, "repmatch_reduction", source)
+    if ver.ndim != 0 or not np.issubdtype(ver.dtype, np.integer) or int(ver) not in _KNOWN_VERSIONS:
+        raise ValueError(f"{source}: unknown reduction format version {ver.tolist()!r} "
+                         f"(this repmatch reads {', '.join(map(str, _KNOWN_VERSIONS))})")
+    version = int(ver)
+    method = _field(d, "method", source)
+    if method.ndim != 0 or method.dtype.kind not in "US" or str(method) not in METHODS:
+        raise ValueError(f"{source}: field 'method' must be one of {METHODS}, got {method.tolist()!r}")
+    n_x = _int_field(d, "n_x", source, 1)
+    n_y = _int_field(d, "n_y", source, 1)
+    n_samples = _int_field(d, "n_samples", source, 0)
+    n = n_x + n_y
+    mean = _float_field(d, "mean", source, (n,))
+    com = _float_field(d, "comoment", source, (n, n))
+    r = cls(n_x, n_y, method=str(method))
+    diag = np.diag(com)
+    big = max(float(np.abs(com).max(initial=0.0)), np.finfo(np.float64).tiny)
+    if (diag < -1e-9 * big).any():
+        raise ValueError(f"{source}: field 'comoment' has a negative variance on its diagonal (index "
+                         f"{int(np.argmax(diag < -1e-9 * big))}); the file is damaged or edited")
+    if np.abs(com - com.T).max(initial=0.0) > 1e-9 * big:
+        raise ValueError(f"{source}: field 'comoment' is not symmetric; the file is damaged or edited")
+    dpos = np.sqrt(np.maximum(diag, 0.0))
+    if (np.abs(com) > np.outer(dpos, dpos) * (1 + 1e-6) + 1e-12 * big).any():
+        raise ValueError(f"{source}: field 'comoment' violates |C_ij| <= sqrt(C_ii C_jj) (not a co-moment "
+                         "matrix); the file is damaged or edited")
+    if n_samples == 0 and (np.any(mean) or np.any(com)):
+        raise ValueError(f"{source}: field 'n_samples' is 0 but the moments are not: the file is inconsistent")
+    r.n_samples = n_samples
+    r._mean, r._comoment = mean, com
+    if version >= 2:
+        scale = _float_field(d, "scale", source, (n,))
+        if (scale <= 0).any() or (np.frexp(scale)[0] != 0.5).any():
+            raise ValueError(f"{source}: field 'scale' must hold positive powers of two")
+        sq = _float_field(d, "sqsum", source, (n,))
+        if (sq < 0).any():
+            raise ValueError(f"{source}: field 'sqsum' must be >= 0")
+        r._scale, r._sqsum = scale, sq
+        r._depth = _int_field(d, "depth", source, 1 if n_samples else 0)
+    else:  # format 1 kept no error bookkeeping: assume a sequential sum of every row
+        r._depth = max(n_samples, 1)
+        r._sqsum = 4.0 * np.maximum(diag + n_samples * mean**2, 0.0)
+    if r.method == "qr":
+        k = min(n, n_samples)
+        R = _float_field(d, "r", source, (k, n))
+        if np.abs(np.tril(R, -1)).max(initial=0.0) > 0:
+            raise ValueError(f"{source}: field 'r' is not upper triangular; the file is damaged or edited")
+        g_r = np.sum(R * R, axis=0)
+        g_m = diag + n_samples * mean**2
+        if n_samples and not np.allclose(g_r, g_m, rtol=1e-6, atol=1e-9 * max(float(g_m.max(initial=0.0)), 1e-300)):
+            raise ValueError(f"{source}: fields 'r' and 'mean'/'comoment'/'n_samples' describe different data "
+                             "(the factor's column norms disagree with the moments); the file is inconsistent")
+        r._r = R
+    elif "r" in d:
+        raise ValueError(f"{source}: field 'r' is present but method is 'gram'; the file is inconsistent")
+    return r
 
 
 # --------------------------------------------------------------------------------------- batch kernel
@@ -484,8 +775,32 @@ def _row_blocks(B: int, L: int, chunk_rows: int):
                 yield b, b + 1, l0, min(L, l0 + chunk_rows)
 
 
-def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) -> tuple:
-    """(rows, mean, centred co-moment) of one batch whose neurons are spread over ``parts``.
+class _Overflow(ArithmeticError):
+    """Finite input whose squares or sums overflow float64 in the current units (reduce.py rescales)."""
+
+
+def _check_parts_finite(parts, originals, names) -> None:
+    """ValueError naming the side (index in the caller's shape) if a batch holds NaN or Inf."""
+    originals = parts if originals is None else originals
+    for p, name in zip(originals, names):
+        p = to_numpy(p)
+        check_finite(p[:, :, 0] if p.ndim == 3 and p.shape[2] == 1 else p, name)
+
+
+def _blocks_maxabs(parts, offsets, cols=None) -> np.ndarray:
+    """Per-neuron max |value| of a batch given as (B, n_i, L) parts (only ``cols`` when given)."""
+    n = int(offsets[-1])
+    out = np.zeros(n)
+    wanted = np.arange(n) if cols is None else np.asarray(cols)
+    for i, p in enumerate(parts):
+        sel = wanted[(wanted >= offsets[i]) & (wanted < offsets[i + 1])]
+        if sel.size:
+            out[sel] = np.abs(to_numpy(p)[:, sel - offsets[i], :]).max(axis=(0, 2))
+    return out[wanted] if cols is not None else out
+
+
+def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None, inv=None) -> tuple:
+    """(rows, mean, centred co-moment, depth, sqsum) of one batch whose neurons are spread over ``parts``.
 
     ``parts`` are 3-D (B, n_i, L) arrays (any real dtype, any strides) with the same B and L: the
     batch has B * L rows and n = sum(n_i) neurons. The rows are shifted by ``shift`` (n,), converted
@@ -498,6 +813,12 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) 
     the batch mean (first batch) or the running mean (later ones), for which it is negligible, and a
     unit that is constant at the shift gives exactly zero. Non-finite input (or float64 overflow of a
     square) is detected from the sums and the co-moment's diagonal and reported naming the part.
+
+    ``inv``: optional per-neuron factors (powers of two) the rows are multiplied by before the
+    shift, which is then in those units; the results are in those units too. ``depth`` is the
+    longest chain of roundings behind an entry (rows of a chunk + chunks + the correction) and
+    ``sqsum`` the diagonal of the shifted sums, for the reduction's error bound. Finite input that
+    overflows raises ``_Overflow`` (the caller changes units and retries).
 
     ``pool``: an optional ``(executor, workers)``; the chunks are then split into ``workers``
     contiguous groups accumulated on the executor's threads (meant for single-threaded BLAS) and
@@ -520,8 +841,9 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) 
         chunk_rows = min(chunk_rows, max(_MIN_SPLIT_ROWS, -(-rows // workers)))
     offsets = np.cumsum([0] + widths)
     shifts = [shift[offsets[i]:offsets[i + 1]] for i in range(len(parts))]
+    invs = None if inv is None else [inv[offsets[i]:offsets[i + 1]] for i in range(len(parts))]
     blocks = list(_row_blocks(B, L, chunk_rows))
-    job = (parts, shifts, offsets, widths, n, min(rows, chunk_rows))
+    job = (parts, shifts, offsets, widths, n, min(rows, chunk_rows), invs)
     if workers < 2 or len(blocks) < 2:
         S = _accumulate(job, blocks)
     else:
@@ -536,22 +858,19 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None) 
         com = S[:n, :n] - np.outer(sums / rows, sums)
     diag = np.diagonal(com)
     if not (np.isfinite(diag).all() and np.isfinite(sums).all()):
-        originals = parts if originals is None else originals
-        for p, name in zip(originals, names):
-            p = to_numpy(p)
-            check_finite(p[:, :, 0] if p.ndim == 3 and p.shape[2] == 1 else p, name)
-        bad = [name for o, w, name in zip(offsets, widths, names) if not np.isfinite(diag[o:o + w]).all()]
-        raise ValueError(f"{' and '.join(bad) or names[0]} overflow float64 in the co-moments "
-                         "(squares of values above ~1e154); rescale the activations")
+        _check_parts_finite(parts, originals, names)
+        raise _Overflow
+    sq = np.diagonal(S)[:n].copy()
     # a variance is >= 0: the shifted form can leave -1e-16 relative for a unit that is constant
     # within the batch, where the centred sum of squares would give exactly 0
     np.fill_diagonal(com, np.maximum(diag, 0.0))
-    return rows, shift + sums / rows, com
+    depth = min(rows, chunk_rows) + len(blocks) + workers + 2
+    return rows, shift + sums / rows, com, depth, sq
 
 
 def _accumulate(job, blocks) -> np.ndarray:
     """``sum [z; 1][z; 1]^T`` over the row chunks ``blocks`` (see shifted_moments)."""
-    parts, shifts, offsets, widths, n, max_rows = job
+    parts, shifts, offsets, widths, n, max_rows, invs = job
     flat = np.empty((n + 1) * max_rows)
     S = np.zeros((n + 1, n + 1))
     prod = np.empty((n + 1, n + 1))
@@ -561,15 +880,24 @@ def _accumulate(job, blocks) -> np.ndarray:
             k = nb * nl
             if nl == 1:  # one row per image (a fully connected layer): row-major buffer (k, n + 1)
                 buf = flat[: k * (n + 1)].reshape(k, n + 1)
-                for p, s, o, w in zip(parts, shifts, offsets, widths):
-                    np.subtract(p[b0:b1, :, l0], s, out=buf[:, o:o + w])
+                for i, (p, s, o, w) in enumerate(zip(parts, shifts, offsets, widths)):
+                    if invs is None:
+                        np.subtract(p[b0:b1, :, l0], s, out=buf[:, o:o + w])
+                    else:  # other units: exact powers of two, then the shift
+                        np.multiply(p[b0:b1, :, l0], invs[i], out=buf[:, o:o + w])
+                        buf[:, o:o + w] -= s
                 buf[:, n] = 1.0
                 S += np.matmul(buf.T, buf, out=prod)
             else:  # neuron-major buffer (n + 1, k): contiguous runs along the positions
                 buf = flat[: (n + 1) * k].reshape(n + 1, k)
                 view = buf.reshape(n + 1, nb, nl)
-                for p, s, o, w in zip(parts, shifts, offsets, widths):
-                    np.subtract(p[b0:b1, :, l0:l1].transpose(1, 0, 2), s[:, None, None], out=view[o:o + w])
+                for i, (p, s, o, w) in enumerate(zip(parts, shifts, offsets, widths)):
+                    src = p[b0:b1, :, l0:l1].transpose(1, 0, 2)
+                    if invs is None:
+                        np.subtract(src, s[:, None, None], out=view[o:o + w])
+                    else:
+                        np.multiply(src, invs[i][:, None, None], out=view[o:o + w])
+                        view[o:o + w] -= s[:, None, None]
                 buf[n] = 1.0
                 S += np.matmul(buf, buf.T, out=prod)
     return S

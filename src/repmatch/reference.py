@@ -136,8 +136,17 @@ def _covariances(X, Y, measure, center=True):
     r = as_reduction(X, Y, measure=measure)
     if r.n_samples < 2:
         raise ValueError(f"{measure} needs at least 2 samples, got {r.n_samples}")
-    C = r.covariance(ddof=0) if center else r.gram() / r.n_samples
+    # each layer in units of its own largest neuron scale (Reduction._side_scaled), then each block
+    # divided by its largest entry: every measure here is invariant to scaling a whole layer, and
+    # nothing under- or overflows when the scores square the covariances (data at 1e-300 or 1e300)
+    C = r._side_scaled(center)
     nx = r.n_x
+    for sl in (slice(0, nx), slice(nx, None)):
+        big = np.abs(C[sl, sl]).max()
+        if big > 0:
+            f = 1.0 / np.sqrt(big)
+            C[sl, :] *= f
+            C[:, sl] *= f
     Sxx, Syy, Sxy = C[:nx, :nx], C[nx:, nx:], C[:nx, nx:]
     for name, S in (("X", Sxx), ("Y", Syy)):
         if not np.trace(S) > 0:
@@ -157,11 +166,18 @@ def _in_memory(X, Y, measure, min_samples):
     n = Xa.shape[0]
     if n < min_samples:
         raise ValueError(f"X and Y have {n} rows; {measure} needs at least {min_samples}")
-    Xc, Yc = Xa - Xa.mean(axis=0), Ya - Ya.mean(axis=0)
-    for name, A in (("X", Xc), ("Y", Yc)):
-        if not np.any(A):
+    out = []
+    for name, A in (("X", Xa), ("Y", Ya)):
+        # a power of two (exact) brings the layer's largest value to [0.5, 1): the scores below are
+        # invariant to scaling a layer, and its squares and kernels then neither under- nor overflow
+        big = float(np.abs(A).max())
+        unit = float(np.ldexp(1.0, int(np.frexp(big)[1]))) if big > 0 else 1.0
+        As = A / unit
+        Ac = As - As.mean(axis=0)
+        if not np.any(Ac):
             raise ValueError(f"{name} has no variance (every unit is constant); {measure} is undefined")
-    return Xc, Yc
+        out.append((Ac, unit))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
 # ---------------------------------------------------------------------------- CKA
@@ -198,7 +214,7 @@ def debiased_linear_cka(X, Y=None) -> Score:
     negative for unrelated layers. In memory only (needs per-row norms, which a Reduction does not
     keep); needs at least 4 rows. Computed in O(n p^2) without forming n x n kernels.
     """
-    Xc, Yc = _in_memory(X, Y, "debiased_linear_cka", 4)
+    Xc, Yc, _, _ = _in_memory(X, Y, "debiased_linear_cka", 4)
     hxy = _hsic_unbiased_linear(Xc, Yc)
     hxx = _hsic_unbiased_linear(Xc, Xc)
     hyy = _hsic_unbiased_linear(Yc, Yc)
@@ -230,10 +246,10 @@ def rbf_cka(X, Y=None, *, threshold: float = 0.5) -> Score:
     t = float(threshold)
     if not np.isfinite(t) or t <= 0:
         raise ValueError(f"threshold must be a positive number, got {threshold!r}")
-    Xc, Yc = _in_memory(X, Y, "rbf_cka", 2)
+    Xc, Yc, ux, uy = _in_memory(X, Y, "rbf_cka", 2)
     K, sx = _rbf_gram(Xc, t)
     L, sy = _rbf_gram(Yc, t)
-
+    sx, sy = sx * ux, sy * uy  # bandwidths in the data's units
     def centre(G):
         return G - G.mean(axis=0)[None, :] - G.mean(axis=1)[:, None] + G.mean()
 

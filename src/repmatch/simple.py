@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._threads import single_threaded_blas
-from ._validate import as_rng, check_eps, check_positive_int
-from .subspace import Geometry, Match, _make_match, _resolve, _threshold, prune
+from ._validate import as_rng, check_eps, check_positive_int, warn
+from .subspace import Geometry, Match, _make_match, _resolve, _threshold, bounded_prune, watch_prune
 
 __all__ = ["v_minimal_match", "simple_matches", "SimpleMatches"]
 
@@ -35,25 +35,29 @@ def _deletion(geo: Geometry, I: np.ndarray, J: np.ndarray, v: int, order, thresh
     """Deletion search for a v-minimal match inside the match (I, J), which must contain v.
 
     ``order`` lists global neuron indices to try removing (v excluded). Works on the geometry
-    restricted to the current set (restricted again whenever the set halves); returns global (I, J).
+    restricted to the current set (restricted again whenever the set halves); returns global
+    ``(I, J, certain)``. The result is always a certified match containing v; ``certain`` is False
+    when some deletion test could not be decided (u was then kept, so the match may not be minimal).
     """
     cols = np.concatenate([I, J])  # global index of each local column
     n_i = I.size
-    space = geo.space.restrict(cols)
+    space = geo.tiers.restrict(cols)
     Il = np.arange(n_i)
     Jl = np.arange(n_i, cols.size)
     pos = {int(g): i for i, g in enumerate(cols)}
     v_loc = pos[int(v)]
     present = np.ones(cols.size, dtype=bool)
+    certain = True
     for u in order:
         ul = pos.get(int(u))
         if ul is None or not present[ul]:
             continue
         # S is a match, so removing u only moves the other side's distances: re-check that side first.
         if ul < n_i:
-            res = prune(space, Il[Il != ul], Jl, threshold, check_I=False, check_J=True, watch=v_loc)
+            res, sure = watch_prune(space, Il[Il != ul], Jl, threshold, check_I=False, check_J=True, watch=v_loc)
         else:
-            res = prune(space, Il, Jl[Jl != ul], threshold, check_I=True, check_J=False, watch=v_loc)
+            res, sure = watch_prune(space, Il, Jl[Jl != ul], threshold, check_I=True, check_J=False, watch=v_loc)
+        certain &= sure
         if res is None:
             continue
         Il, Jl = res
@@ -70,7 +74,7 @@ def _deletion(geo: Geometry, I: np.ndarray, J: np.ndarray, v: int, order, thresh
             pos = {int(g): i for i, g in enumerate(cols)}
             v_loc = pos[int(v)]
             present = np.ones(keep.size, dtype=bool)
-    return np.sort(cols[Il]), np.sort(cols[Jl])
+    return np.sort(cols[Il]), np.sort(cols[Jl]), certain
 
 
 def _global_index(geo: Geometry, side: str, index) -> int:
@@ -93,7 +97,8 @@ def _order(candidates: np.ndarray, v: int, rng) -> np.ndarray:
 
 
 def v_minimal_match(
-    X, Y=None, eps=None, *, side: str = "x", index: int, rng=None, method: str | None = None, tol: float | None = None
+    X, Y=None, eps=None, *, side: str = "x", index: int, rng=None, method: str | None = None, tol: float | None = None,
+    rank_tol: float | None = None,
 ) -> Match | None:
     """A v-minimal ε-match containing neuron ``index`` of X (``side="x"``) or of Y (``side="y"``).
 
@@ -112,19 +117,25 @@ def v_minimal_match(
     In the exact case with linearly independent neurons it is the unique v-minimum match.
     With a Reduction as first argument pass ``eps`` by keyword (or as the second argument).
     """
-    geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
+    geo, eps = _resolve(X, Y, eps, method=method, tol=tol, rank_tol=rank_tol)
     if eps is None:
         raise ValueError("eps is required")
     eps = check_eps(eps)
     v = _global_index(geo, side, index)
     thr = _threshold(eps, geo.tol)
-    I, J = prune(geo.space, geo.live_x, geo.live_y, thr)
+    (I, J), hi = bounded_prune(geo.tiers, geo.live_x, geo.live_y, thr)
     S = np.concatenate([I, J])
     if v not in S:
+        if v in np.concatenate(hi):
+            warn(f"whether neuron {index} of {side.upper()} is in any match at eps={eps:g} could not be decided "
+                 "(its distance is within its rounding-error bound of the threshold); returning None")
         return None
     gen = None if rng is None else as_rng(rng)
     with single_threaded_blas():
-        I, J = _deletion(geo, I, J, v, _order(S, v, gen), thr)
+        I, J, certain = _deletion(geo, I, J, v, _order(S, v, gen), thr)
+    if not certain:
+        warn(f"the match found for neuron {index} of {side.upper()} is a certified match containing it, but some "
+             "deletion tests could not be decided: it may not be minimal")
     return _make_match(geo, I, J, eps)
 
 
@@ -146,6 +157,9 @@ class SimpleMatches:
     exhaustive : bool
         Always False: in the approximate case simple matches are found, not enumerated
         (in the exact case with linearly independent neurons the list is complete).
+    not_minimal_for : list of (side, index)
+        Neurons whose search met a deletion test no tier could decide (almost always empty): the
+        match found for them is a certified match containing them, but may not be minimal.
     """
 
     matches: list
@@ -154,6 +168,11 @@ class SimpleMatches:
     eps: float
     restarts: int
     exhaustive: bool = False
+    not_minimal_for: list = None
+
+    def __post_init__(self):
+        if self.not_minimal_for is None:
+            object.__setattr__(self, "not_minimal_for", [])
 
     def __len__(self) -> int:
         return len(self.matches)
@@ -185,6 +204,7 @@ class SimpleMatches:
             "note": "distinct simple matches found by the v-minimal search from every neuron of the maximum match; "
             "in the approximate case there can be many more",
             "n_matches": len(self.matches),
+            "not_minimal_for": [[side, int(i)] for side, i in self.not_minimal_for],
             "maximum_match": self.maximum.to_dict(),
             "matches": [
                 {"x": [int(i) for i in m.x], "y": [int(j) for j in m.y], "found_for": [[s, int(i)] for s, i in f]}
@@ -205,6 +225,7 @@ def simple_matches(
     restarts: int = 0,
     method: str | None = None,
     tol: float | None = None,
+    rank_tol: float | None = None,
     progress: bool = False,
 ) -> SimpleMatches:
     """Distinct simple matches found by a v-minimal search from every neuron v of the maximum match.
@@ -222,7 +243,8 @@ def simple_matches(
     SimpleMatches
         ``.matches`` (each with ``.x``, ``.y``), ``.sizes``, ``.size_distribution()``, ``.maximum``.
     """
-    geo, eps, thr, I, J, S, gen, restarts = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method, tol=tol)
+    geo, eps, thr, I, J, S, gen, restarts, hi = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method,
+                                                      tol=tol, rank_tol=rank_tol)
     iterator = S
     if progress:
         try:
@@ -240,22 +262,26 @@ def simple_matches(
                     res = _deletion(geo, I, J, v, order, thr)
                 yield v, res
 
-    return _assemble(geo, eps, restarts, I, J, searches())
+    return _assemble(geo, eps, restarts, I, J, searches(), hi)
 
 
 # The three steps of simple_matches, shared with repmatch.distributed.simple_matches_parallel, which
 # runs the searches as tasks: the plan and the deletion orders are drawn on the client in this order.
-def _plan(X, Y, eps, *, rng, restarts, method, tol):
-    """Checked inputs, the maximum match (I, J), its neurons S and the generator of the orders."""
-    geo, eps = _resolve(X, Y, eps, method=method, tol=tol)
+def _plan(X, Y, eps, *, rng, restarts, method, tol, rank_tol=None):
+    """Checked inputs, the certified maximum match (I, J), its neurons S, the generator of the orders
+    and the certified superset of the maximum match."""
+    geo, eps = _resolve(X, Y, eps, method=method, tol=tol, rank_tol=rank_tol)
     if eps is None:
         raise ValueError("eps is required")
     eps = check_eps(eps)
     restarts = check_positive_int(restarts, "restarts", minimum=0)
     gen = as_rng(rng)
     thr = _threshold(eps, geo.tol)
-    I, J = prune(geo.space, geo.live_x, geo.live_y, thr)
-    return geo, eps, thr, I, J, np.concatenate([I, J]), gen, restarts
+    (I, J), hi = bounded_prune(geo.tiers, geo.live_x, geo.live_y, thr)
+    if hi[0].size + hi[1].size > I.size + J.size:
+        warn(f"{hi[0].size + hi[1].size - I.size - J.size} neuron(s) could not be decided at eps={eps:g}; "
+             "simple matches are searched inside the certified maximum match (see SimpleMatches.maximum)")
+    return geo, eps, thr, I, J, np.concatenate([I, J]), gen, restarts, hi
 
 
 def _orders(S: np.ndarray, v: int, gen, restarts: int) -> list:
@@ -263,11 +289,14 @@ def _orders(S: np.ndarray, v: int, gen, restarts: int) -> list:
     return [_order(S, v, None)] + [_order(S, v, gen) for _ in range(restarts)]
 
 
-def _assemble(geo: Geometry, eps: float, restarts: int, I, J, results) -> SimpleMatches:
+def _assemble(geo: Geometry, eps: float, restarts: int, I, J, results, hi=None) -> SimpleMatches:
     """SimpleMatches from ``(v, (x_cols, y_cols))`` search results, in search order."""
     found: dict = {}
-    for v, (mi, mj) in results:
+    not_minimal = []
+    for v, (mi, mj, certain) in results:
         side, idx = ("x", v) if v < geo.n_x else ("y", v - geo.n_x)
+        if not certain and (side, idx) not in not_minimal:
+            not_minimal.append((side, idx))
         key = (tuple(mi.tolist()), tuple(mj.tolist()))
         entry = found.setdefault(key, [])
         if (side, idx) not in entry:
@@ -277,7 +306,8 @@ def _assemble(geo: Geometry, eps: float, restarts: int, I, J, results) -> Simple
     return SimpleMatches(
         matches=matches,
         found_for=[found[k] for k in keys],
-        maximum=_make_match(geo, I, J, eps),
+        maximum=_make_match(geo, I, J, eps, hi=hi),
         eps=eps,
         restarts=restarts,
+        not_minimal_for=not_minimal,
     )

@@ -150,9 +150,12 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
     cached = r._cache.get(key)
     if cached is not None:
         return cached
-    C = r.comoment
-    mean = r.mean
-    std, const, scale = _spread(mean, np.diag(C), r.n_samples)
+    # the stored units (each neuron divided by a power of two, Reduction.scale): correlations do not
+    # depend on a neuron's scale, and these never under- or overflow
+    C = r._comoment
+    std, const, scale = _spread(r._mean, np.diag(C), r.n_samples)
+    with np.errstate(over="ignore", under="ignore"):
+        mean, std = r._mean * r._scale, std * r._scale
     live = ~const
     R = C * scale[:, None] * scale[None, :]
     np.clip(R, -1.0, 1.0, out=R)
@@ -227,7 +230,7 @@ def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
         return cached
     C = r.device_tensors()["comoment"]
     # scales on the host, as in correlation_from_reduction: the same rounding
-    _, const, scale = _spread(r.mean, torch.diagonal(C).cpu().numpy(), r.n_samples)
+    _, const, scale = _spread(r._mean, torch.diagonal(C).cpu().numpy(), r.n_samples)
     nx = r.n_x
     sx = torch.as_tensor(scale[:nx], device=C.device)
     sy = torch.as_tensor(scale[nx:], device=C.device)

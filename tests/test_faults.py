@@ -591,6 +591,14 @@ def test_fully_cached_run_in_a_read_only_directory_only_reads(run_copy, tmp_path
         res = cli(*reproduce_argv(run_copy, permutations=4), cwd=tmp_path, prefix=prefix)
         assert_error(res, "reproduce", f"--out: {run_copy} is read-only", "make it writable")
     assert snapshot(run_copy) == before
+    unit = sorted((run_copy / "cache").glob("clusters__*.json"))[-1]
+    unit.unlink()  # the same configuration, one unit short of fully cached
+    before = snapshot(run_copy)
+    with read_only(run_copy) as prefix:
+        res = cli(*reproduce_argv(run_copy), cwd=tmp_path, prefix=prefix)
+        key = unit.stem.replace("__", "/")
+        assert_error(res, "reproduce", f"--out: {run_copy} is read-only, but unit {key} is not cached")
+    assert snapshot(run_copy) == before
 
 
 def test_another_configuration_keeps_the_previous_report(run_copy, tmp_path):

@@ -225,9 +225,8 @@ class _Cache:
         """Raise when ``what`` must be computed but the run directory is read-only."""
         if self.readonly:
             raise _rundir.RunDirReadOnly(
-                f"--out: {os.path.dirname(self.directory)} is read-only and {what} is not cached; a read-only "
-                "run directory can only be read by a run whose every unit is cached (make it writable or "
-                "copy it)")
+                f"--out: {os.path.dirname(self.directory)} is read-only, but {what}; a read-only run directory "
+                "can only be read by a run whose every unit is cached (make it writable or copy it)")
 
     def put(self, key: str, h: str, value) -> None:
         atomic_write_text(self._path(key), json.dumps({"key": key, "hash": h, "value": _jsonable(value)}))
@@ -240,7 +239,7 @@ class _Cache:
         if value is not None:
             self.reused.append(key)
             return value
-        self.need(f"unit {key}")
+        self.need(f"unit {key} is not cached")
         import warnings
 
         t0 = time.perf_counter()
@@ -522,7 +521,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         atomic_write_text(train_cfg_path, json.dumps(train_cfg, indent=2))
     need_training = [s for s in cfg.seeds if not _finished(os.path.join(nets_dir, f"seed{s}"), cfg.epochs)]
     if need_training:
-        cache.need(f"the training of seed(s) {need_training}")
+        cache.need(f"seed(s) {need_training} are not trained")
         for s in need_training:  # a damaged last.pt is not resumed from: that seed starts over
             last = os.path.join(nets_dir, f"seed{s}", "last.pt")
             if os.path.exists(last) and not os.path.exists(os.path.join(os.path.dirname(last), "best.pt")):
@@ -549,7 +548,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         except UnsafeCheckpointError:
             raise  # a planted pickle is refused, never overwritten unseen
         except CheckpointError as exc:  # damaged (truncated, empty...): retrain that seed, deterministically
-            cache.need(f"seed {s}'s damaged {path}")
+            cache.need(f"{path} is damaged and seed {s} must be retrained")
             _rundir.quarantine(path, exc.reason, f"retraining seed {s}")
             train_seeds(cfg.arch, cfg.dataset, [s], out=nets_dir, epochs=cfg.epochs, width=cfg.width,
                         n_train=cfg.n_train, n_test=cfg.n_test, data_dir=cfg.data_dir, device=cfg.device,
@@ -598,7 +597,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
             if reds is not None:
                 cache.reused.append(f"{name}-half{part}")
             else:
-                cache.need(f"{os.path.basename(path)}")
+                cache.need(f"{os.path.basename(path)} is not cached")
                 _say(cfg, f"reducing seed {a} vs {'untrained ' if null else 'seed '}{b}, test images {lo}..{hi}")
                 mb = untrained(b) if null else models[b]
                 t0 = time.perf_counter()
@@ -629,7 +628,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         if arrs is not None:
             cache.reused.append(f"sample-{a}-{b}")
         else:
-            cache.need(f"{os.path.basename(path)}")
+            cache.need(f"{os.path.basename(path)} is not cached")
             _say(cfg, f"sampling rows of seeds {a} and {b} for the shuffled null")
             xa = activations.extract(models[a], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
                                      device=cfg.device, sample_seed=0)

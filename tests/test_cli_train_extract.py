@@ -10,6 +10,7 @@ torch.set_num_threads(1)
 
 from repmatch import io as rio  # noqa: E402
 from repmatch.cli import main  # noqa: E402
+from repmatch.nets import read_checkpoint  # noqa: E402
 
 TRAIN = ["train", "--arch", "smallcnn", "--dataset", "digits", "--epochs", "2", "--width", "0.5",
          "--n-train", "200", "--n-test", "100", "--batch-size", "50", "--quiet"]
@@ -29,10 +30,10 @@ def test_train_writes_checkpoints_and_summary(runs, capsys):
     assert [r["seed"] for r in summary["runs"]] == [0, 1]
     assert all(r["epochs_completed"] == 2 and r["images_per_s"] > 0 for r in summary["runs"])
     # rerunning resumes: nothing left to train, weights unchanged
-    before = torch.load(runs / "seed0" / "last.pt", weights_only=False)["model"]
+    before = read_checkpoint(runs / "seed0" / "last.pt")["model"]
     assert main(TRAIN + ["--seeds", "0", "--out", str(runs)]) == 0
     assert "resumed" in capsys.readouterr().out
-    after = torch.load(runs / "seed0" / "last.pt", weights_only=False)["model"]
+    after = read_checkpoint(runs / "seed0" / "last.pt")["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 

@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 # Tiny models: extra threads only add synchronisation overhead (and contention on shared CI runners).
 torch.set_num_threads(1)
 
-from repmatch.nets import default_lr, load_checkpoint, load_dataset, milestones, train, train_seeds  # noqa: E402
+from repmatch.nets import (default_lr, load_checkpoint, load_dataset, milestones, read_checkpoint, train,  # noqa: E402
+                           train_seeds)
 
 SMALL = dict(n_train=256, n_test=128, width=0.5, batch_size=64, progress=False)
 
@@ -20,7 +21,7 @@ def digits():
 
 
 def state(path):
-    return torch.load(path, weights_only=False)
+    return read_checkpoint(path)
 
 
 def assert_same_tensors(a, b):

@@ -46,9 +46,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._atomic import atomic_savez, atomic_write_bytes, atomic_write_json
+from ._atomic import _umask, atomic_savez, atomic_write_bytes, atomic_write_json
 from ._threads import available_cores, single_threaded_blas
-from ._validate import check_positive_int
+from ._validate import check_finite, check_positive_int
 from .io import SAVED_FORMAT, read_saved_manifest
 from .reduce import Reduction
 
@@ -391,7 +391,9 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
     sample_seed : int
         Seed of the ``sample:K`` draws (the same seed and batches give the same positions).
 
-    Use :func:`reduce_pair` to compare two networks without holding all activations.
+    Raises ValueError naming the layer and batch when a layer's output holds NaN or Inf (as
+    :func:`reduce_pair` does). Use :func:`reduce_pair` to compare two networks without holding all
+    activations.
     """
     model = unwrap(model)
     if device is not None:
@@ -406,7 +408,10 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
             if rec.mode == "sample":
                 rec.draw = _sample_draw(x.shape[0], rec.k, sample_seed, i, dev)
             for name, t in _forward(rec, model, x, "model").items():
-                chunks.setdefault(name, []).append(_rows(t))
+                rows = _rows(t)
+                if not np.isfinite(rows).all():  # refused as reduce_pair refuses it, naming the layer
+                    check_finite(rows, f"layer {name!r} of model (batch {i})")
+                chunks.setdefault(name, []).append(rows)
     if not chunks:
         raise ValueError("loader yielded no batches")
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
@@ -596,8 +601,9 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     meta = {"conv_mode": conv_mode, "sample_seed": int(sample_seed), **(metadata or {})}
     tmpdir = None
     if save is None and save_npz is not None:
-        tmpdir = tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(os.fspath(save_npz[0]))),
-                                             prefix=".repmatch-chunks-")
+        npz_dir = os.path.dirname(os.path.abspath(os.fspath(save_npz[0])))
+        os.makedirs(npz_dir, exist_ok=True)  # as saved_to_npz would; errors then name this directory
+        tmpdir = tempfile.TemporaryDirectory(dir=npz_dir, prefix=".repmatch-chunks-")
     writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
         if (save is not None or tmpdir is not None) else None
     reductions: dict = {}
@@ -728,6 +734,7 @@ def saved_to_npz(directory, network: str, path) -> None:
     fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".tmp-", suffix=".npz")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; the same permissions as every output
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for layer in layers:
                 arr = load_saved_activations(directory, network, [layer])[layer]

@@ -59,7 +59,7 @@ def _require_dask():
 # ---------------------------------------------------------------------------------------------- clients
 @contextlib.contextmanager
 def get_client(scheduler=None, *, client=None, n_workers: int | None = None, threads_per_worker: int = 1,
-               processes: bool = True, memory_limit="auto"):
+               processes: bool = True, memory_limit="auto", connect_timeout: float | None = None):
     """A ``dask.distributed.Client`` for a block of work; closes only what it started.
 
     Parameters
@@ -71,6 +71,9 @@ def get_client(scheduler=None, *, client=None, n_workers: int | None = None, thr
     n_workers, threads_per_worker, processes, memory_limit
         Options of the LocalCluster started on 127.0.0.1 when neither ``client`` nor ``scheduler``
         is given (default: one single-threaded worker process per core).
+    connect_timeout : float, optional
+        Seconds to wait for ``scheduler`` (default: dask's ``distributed.comm.timeouts.connect``);
+        an unreachable scheduler is a ValueError naming its address.
 
     Examples
     --------
@@ -90,7 +93,11 @@ def get_client(scheduler=None, *, client=None, n_workers: int | None = None, thr
     if scheduler is not None:
         if not isinstance(scheduler, str) or not scheduler:
             raise ValueError(f"scheduler must be an address such as 'tcp://127.0.0.1:8786', got {scheduler!r}")
-        c = Client(scheduler)
+        try:
+            c = Client(scheduler, timeout=connect_timeout) if connect_timeout is not None else Client(scheduler)
+        except (OSError, ValueError, TypeError) as exc:  # refused, timed out, unknown host, bad address
+            raise ValueError(f"scheduler {scheduler}: cannot reach the dask scheduler "
+                             f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
         try:
             yield c
         finally:

@@ -18,7 +18,9 @@ Every write is atomic (temporary file in the same directory, then rename).
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -31,6 +33,23 @@ _MARKER = "repmatch_reductions"
 #: Format tag of the manifest.json of a directory of chunked activations (``repmatch extract --save``).
 SAVED_FORMAT = "repmatch-activations-1"
 _FIELDS = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "r", "scale", "sqsum", "depth")
+
+
+#: What reading a damaged .npy/.npz raises: truncated data (EOFError, ValueError), a damaged zip or a
+#: CRC mismatch (BadZipFile), a member that is not an .npy (ValueError), an unreadable file (OSError).
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile)
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong reading a file, in words (object arrays are named as such: never unpickled)."""
+    text = " ".join(str(exc).split())
+    if "allow_pickle" in text:
+        return "it holds an object array (dtype=object), which repmatch never unpickles; save numeric arrays"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"damaged zip archive ({text or 'BadZipFile'})"
+    if isinstance(exc, EOFError) or "reshape" in text or "truncated" in text.lower() or "Failed to read" in text:
+        return f"truncated or damaged ({text or type(exc).__name__})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _check_exists(path, name: str) -> str:
@@ -50,21 +69,31 @@ def load_activations(path, name: str = "file") -> dict:
     """
     path = _check_exists(path, name)
     suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".npy", ".npz"):
+        raise ValueError(f"{name}: {path} must be a .npy or .npz file, got suffix {suffix!r}")
+    reductions = False
     try:
         if suffix == ".npy":
-            arrays = {os.path.splitext(os.path.basename(path))[0]: np.load(path, allow_pickle=False)}
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                if _MARKER in f.files or "repmatch_reduction" in f.files:
-                    raise ValueError(f"{name}: {path} holds reductions, not activations; use load_reductions")
-                arrays = {k: f[k] for k in f.files}
+            with open(path, "rb") as fh:
+                arrays = {os.path.splitext(os.path.basename(path))[0]: np.load(fh, allow_pickle=False)}
         else:
-            raise ValueError(f"{name}: {path} must be a .npy or .npz file, got suffix {suffix!r}")
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{name}: could not read {path}: {exc}") from exc
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+                reductions = _MARKER in f.files or "repmatch_reduction" in f.files
+                arrays = {} if reductions else {k: f[k] for k in f.files}
+    except PermissionError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ValueError(f"{name}: could not read {path}: {_why(exc)}") from None
+    if reductions:
+        raise ValueError(f"{name}: {path} holds reductions, not activations; use load_reductions")
     if not arrays:
         raise ValueError(f"{name}: {path} contains no arrays")
     for layer, arr in arrays.items():
+        if not isinstance(arr, np.ndarray):  # np.load hands back the raw bytes of a member that is no .npy
+            raise ValueError(f"{name}: could not read {path}: damaged: member {layer!r} is not an .npy array")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+            raise ValueError(f"{name}: layer {layer!r} in {path} has dtype {arr.dtype}; activations must be real "
+                             "numbers")
         if arr.ndim != 2:
             raise ValueError(
                 f"{name}: layer {layer!r} in {path} has shape {arr.shape}; activations must be 2-D "
@@ -79,7 +108,7 @@ def is_reduction_file(path) -> bool:
     if not path.lower().endswith(".npz") or not os.path.isfile(path):
         return False
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             return _MARKER in f.files or "repmatch_reduction" in f.files
     except Exception:
         return False
@@ -90,8 +119,6 @@ def save_reductions(path, reductions: dict, *, metadata: dict | None = None) -> 
 
     ``metadata`` (JSON-serialisable) is stored alongside, e.g. checkpoints, dataset and conv mode.
     """
-    import json
-
     from .reduce import _FORMAT_VERSION
 
     arrays = {_MARKER: np.array(_FORMAT_VERSION), "layers": np.array(list(reductions), dtype=str)}
@@ -109,34 +136,70 @@ def save_reductions(path, reductions: dict, *, metadata: dict | None = None) -> 
 def load_reductions(path, name: str = "file") -> tuple[dict, dict]:
     """Read a file written by :func:`save_reductions` (or a single ``Reduction.save`` file).
 
-    Returns ``({layer_name: Reduction}, metadata)``.
+    Returns ``({layer_name: Reduction}, metadata)``. A damaged file (truncated, a bad zip member, a CRC
+    error, a layer without one of its fields, metadata that is not JSON) raises a ValueError naming
+    ``name``, the file and what is wrong.
     """
-    import json
-
     path = _check_exists(path, name)
-    with np.load(path, allow_pickle=False) as f:
-        if "repmatch_reduction" in f.files:
-            return {os.path.splitext(os.path.basename(path))[0]: Reduction._from_npz_dict(f, path)}, {}
-        if _MARKER not in f.files:
-            raise ValueError(f"{name}: {path} is not a repmatch reductions file")
-        out = {}
-        for layer in [str(s) for s in f["layers"]]:
-            sub = {k: f[f"{layer}/{k}"] for k in _FIELDS if f"{layer}/{k}" in f.files}
-            sub["repmatch_reduction"] = np.asarray(f[_MARKER])  # the file's format version
-            out[layer] = Reduction._from_npz_dict(sub, f"{path}:{layer}")
-        metadata = json.loads(str(f["metadata"])) if "metadata" in f.files else {}
+    try:
+        # our own file object: numpy leaves its handle open when the zip turns out to be damaged
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            if "repmatch_reduction" in f.files:
+                single = {k: f[k] for k in f.files}
+                return {os.path.splitext(os.path.basename(path))[0]: _reduction(single, name, path, None)}, {}
+            if _MARKER not in f.files:
+                raise ValueError(f"{name}: {path} is not a repmatch reductions file")
+            if "layers" not in f.files:
+                raise ValueError(f"{name}: {path} is damaged: no 'layers' entry")
+            out = {}
+            for layer in [str(s) for s in np.atleast_1d(f["layers"])]:
+                sub = {k: f[f"{layer}/{k}"] for k in _FIELDS if f"{layer}/{k}" in f.files}
+                sub["repmatch_reduction"] = np.asarray(f[_MARKER])  # the file's format version
+                out[layer] = _reduction(sub, name, path, layer)
+            metadata = {}
+            if "metadata" in f.files:
+                try:
+                    metadata = json.loads(str(f["metadata"]))
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {path} is damaged: its metadata is not valid JSON ({exc})") from None
+                if not isinstance(metadata, dict):
+                    raise ValueError(f"{name}: {path} is damaged: its metadata is a {type(metadata).__name__}, "
+                                     "not a JSON object")
+    except PermissionError:
+        raise
+    except _READ_ERRORS as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{name}: "):
+            raise  # ours, already naming the file
+        raise ValueError(f"{name}: could not read {path}: {_why(exc)}") from None
     return out, metadata
+
+
+def _reduction(fields: dict, name: str, path: str, layer) -> Reduction:
+    """One Reduction from its npz fields, with every missing or inconsistent field named."""
+    where = f"layer {layer!r} of {path}" if layer is not None else path
+    required = ["method", "n_x", "n_y", "n_samples", "mean", "comoment"]
+    if "method" in fields and str(fields["method"]) == "qr":
+        required.append("r")
+    missing = [k for k in required if k not in fields]
+    if missing:
+        raise ValueError(f"{name}: {where} is damaged: missing field(s) {', '.join(missing)}")
+    try:
+        return Reduction._from_npz_dict(fields, where)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        text = " ".join(str(exc).split())
+        raise ValueError(f"{name}: {where} is damaged: {text or type(exc).__name__}") from None
 
 
 def read_saved_manifest(directory) -> dict:
     """The ``manifest.json`` of a ``repmatch extract --save DIR`` directory (chunked activations)."""
-    import json
-
     path = os.path.join(os.fspath(directory), "manifest.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"save directory {directory}: no manifest.json (extraction incomplete or wrong path)")
-    with open(path) as fh:
-        manifest = json.load(fh)
-    if manifest.get("format") != SAVED_FORMAT:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except ValueError as exc:  # bad JSON or not UTF-8
+        raise ValueError(f"{path} is damaged: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != SAVED_FORMAT:
         raise ValueError(f"{path} is not a repmatch activations manifest ({SAVED_FORMAT})")
     return manifest

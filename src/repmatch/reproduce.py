@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import _rundir
 from ._atomic import atomic_savez, atomic_write_text
 
 __all__ = ["ReproduceConfig", "run", "reproduce", "AUTHORS_EPS", "DEFAULT_EPS_GRID", "RESULTS_FORMAT",
@@ -204,9 +205,11 @@ def _file_hash(path: str) -> str:
 class _Cache:
     """One JSON file per unit of work in ``directory``: ``{"key", "hash", "value"}``."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, readonly: bool = False):
         self.directory = directory
-        os.makedirs(directory, exist_ok=True)
+        self.readonly = readonly  # a read-only run directory: every unit must be cached
+        if not readonly:
+            os.makedirs(directory, exist_ok=True)
         self.computed: list = []
         self.reused: list = []
         self.seconds: dict = {}
@@ -215,17 +218,15 @@ class _Cache:
         return os.path.join(self.directory, key.replace("/", "__") + ext)
 
     def get(self, key: str, h: str):
-        path = self._path(key)
-        if not os.path.exists(path):
-            return None
-        try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (OSError, ValueError):
-            return None  # a damaged file is recomputed
-        if doc.get("hash") != h:
-            return None
-        return doc["value"]
+        # a damaged file (truncated, not JSON, wrong type) is a miss, with a warning: recomputed
+        return _rundir.read_unit_json(self._path(key), key, h)
+
+    def need(self, what: str):
+        """Raise when ``what`` must be computed but the run directory is read-only."""
+        if self.readonly:
+            raise _rundir.RunDirReadOnly(
+                f"--out: {os.path.dirname(self.directory)} is read-only, but {what}; a read-only run directory "
+                "can only be read by a run whose every unit is cached (make it writable or copy it)")
 
     def put(self, key: str, h: str, value) -> None:
         atomic_write_text(self._path(key), json.dumps({"key": key, "hash": h, "value": _jsonable(value)}))
@@ -238,12 +239,17 @@ class _Cache:
         if value is not None:
             self.reused.append(key)
             return value
+        self.need(f"unit {key} is not cached")
         import warnings
 
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             value = compute()
+        ours = [w for w in caught if issubclass(w.category, _rundir.RunDirWarning)]
+        caught = [w for w in caught if w not in ours]
+        for w in ours:  # about the run directory (a damaged cache file recomputed), not about this unit's numbers
+            warnings.warn(w.message, w.category, stacklevel=2)
         if isinstance(value, dict):
             msgs = sorted({str(w.message) for w in caught})
             if msgs:
@@ -476,26 +482,58 @@ def _say(cfg, msg):
 
 
 def run(config: ReproduceConfig) -> dict:
-    """Run (or resume) the reproduce pipeline for ``config``; write and return ``results.json``'s dict."""
+    """Run (or resume) the reproduce pipeline for ``config``; write and return ``results.json``'s dict.
+
+    The run directory is locked for the duration (``OUT/repmatch.lock``; a second run is refused with
+    :class:`repmatch._rundir.RunDirLocked`). In a read-only run directory a fully cached run only
+    reads (nothing is written; ``provenance["read_only"]`` is true); anything else is refused.
+    """
+    with _rundir.RunLock(config.out, option="--out", config=config.to_dict()) as lock:
+        return _run(config, lock.readonly)
+
+
+def _run(config: ReproduceConfig, readonly: bool) -> dict:
     from . import activations
-    from .io import load_reductions, save_reductions
-    from .nets import BatchLoader, build_model, load_checkpoint, load_dataset, train_seeds
+    from .io import save_reductions
+    from .nets import BatchLoader, CheckpointError, UnsafeCheckpointError, build_model, load_checkpoint, \
+        load_dataset, read_checkpoint, train_seeds
 
     cfg = config
     t_start = time.perf_counter()
     out = cfg.out
-    os.makedirs(out, exist_ok=True)
-    cache = _Cache(os.path.join(out, "cache"))
+    if readonly:  # checked before any work: only a finished run of this configuration can be read
+        if not os.path.exists(os.path.join(out, "results.json")) or _rundir.previous_results(out, cfg.to_dict()):
+            raise _rundir.RunDirReadOnly(
+                f"--out: {out} is read-only and holds no finished results of this configuration; make it "
+                "writable or choose another --out")
+    else:
+        os.makedirs(out, exist_ok=True)
+    cache = _Cache(os.path.join(out, "cache"), readonly)
 
     # ---- 1. train (resumable inside train()); the directory is named after the training config so that
     # changing --epochs/--width/--n-train trains new networks instead of clashing with old checkpoints.
     train_cfg = {"arch": cfg.arch, "dataset": cfg.dataset, "epochs": cfg.epochs, "width": cfg.width,
                  "n_train": cfg.n_train, "n_test": cfg.n_test}
     nets_dir = os.path.join(out, "nets", "train-" + _hash(train_cfg)[:10])
-    os.makedirs(nets_dir, exist_ok=True)
-    atomic_write_text(os.path.join(nets_dir, "train-config.json"), json.dumps(train_cfg, indent=2))
+    train_cfg_path = os.path.join(nets_dir, "train-config.json")
+    if not readonly and _read_text(train_cfg_path) != json.dumps(train_cfg, indent=2):  # nothing rewritten needlessly
+        os.makedirs(nets_dir, exist_ok=True)
+        atomic_write_text(train_cfg_path, json.dumps(train_cfg, indent=2))
     need_training = [s for s in cfg.seeds if not _finished(os.path.join(nets_dir, f"seed{s}"), cfg.epochs)]
     if need_training:
+        cache.need(f"seed(s) {need_training} are not trained")
+        for s in need_training:  # a damaged last.pt is not resumed from: that seed starts over
+            last = os.path.join(nets_dir, f"seed{s}", "last.pt")
+            if os.path.exists(last) and not os.path.exists(os.path.join(os.path.dirname(last), "best.pt")):
+                # best.pt is written before last.pt: without it, resuming could never rewrite it
+                _rundir.quarantine(last, "has no best.pt beside it", f"seed {s} is trained from the start")
+            elif os.path.exists(last):
+                try:
+                    read_checkpoint(last)
+                except UnsafeCheckpointError:
+                    raise
+                except CheckpointError as exc:
+                    _rundir.quarantine(last, exc.reason, f"seed {s} is trained from the start")
         _say(cfg, f"training {cfg.arch} on {cfg.dataset}, seeds {need_training}, {cfg.epochs} epochs -> {nets_dir}")
         t0 = time.perf_counter()
         train_seeds(cfg.arch, cfg.dataset, need_training, out=nets_dir, epochs=cfg.epochs, width=cfg.width,
@@ -505,7 +543,17 @@ def run(config: ReproduceConfig) -> dict:
     models, infos, ckpt_hash = {}, {}, {}
     for s in cfg.seeds:
         path = os.path.join(nets_dir, f"seed{s}", "best.pt")
-        models[s], infos[s] = load_checkpoint(path, device=cfg.device)
+        try:
+            models[s], infos[s] = load_checkpoint(path, device=cfg.device)
+        except UnsafeCheckpointError:
+            raise  # a planted pickle is refused, never overwritten unseen
+        except CheckpointError as exc:  # damaged (truncated, empty...): retrain that seed, deterministically
+            cache.need(f"{path} is damaged and seed {s} must be retrained")
+            _rundir.quarantine(path, exc.reason, f"retraining seed {s}")
+            train_seeds(cfg.arch, cfg.dataset, [s], out=nets_dir, epochs=cfg.epochs, width=cfg.width,
+                        n_train=cfg.n_train, n_test=cfg.n_test, data_dir=cfg.data_dir, device=cfg.device,
+                        progress=cfg.progress, resume=False)
+            models[s], infos[s] = load_checkpoint(path, device=cfg.device)
         ckpt_hash[s] = _file_hash(path)
     info0 = infos[cfg.seeds[0]]
     data_info = info0["data"]
@@ -544,10 +592,12 @@ def run(config: ReproduceConfig) -> dict:
         halves = []
         for part, (lo, hi) in enumerate(((0, half), (half, n_test))):
             path = cache.npz_path(f"{name}-half{part}", h)
-            if os.path.exists(path):
-                reds, _ = load_reductions(path)
+            # a damaged file (truncated, CRC error, missing layers) is a miss, with a warning
+            reds = _rundir.load_cached_reductions(path, layer_names) if os.path.exists(path) else None
+            if reds is not None:
                 cache.reused.append(f"{name}-half{part}")
             else:
+                cache.need(f"{os.path.basename(path)} is not cached")
                 _say(cfg, f"reducing seed {a} vs {'untrained ' if null else 'seed '}{b}, test images {lo}..{hi}")
                 mb = untrained(b) if null else models[b]
                 t0 = time.perf_counter()
@@ -574,12 +624,11 @@ def run(config: ReproduceConfig) -> dict:
         k = max(1, -(-cfg.sample_rows // n_batches))
         deps = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "k": k}
         path = cache.npz_path(f"sample-{a}-{b}", _hash(deps))
-        if os.path.exists(path):
-            with np.load(path) as f:
-                arrs = {layer: (f[f"{i}_x"].astype(np.float64), f[f"{i}_y"].astype(np.float64))
-                        for i, layer in enumerate(layer_names)}
+        arrs = _rundir.load_cached_sample(path, layer_names) if os.path.exists(path) else None
+        if arrs is not None:
             cache.reused.append(f"sample-{a}-{b}")
         else:
+            cache.need(f"{os.path.basename(path)} is not cached")
             _say(cfg, f"sampling rows of seeds {a} and {b} for the shuffled null")
             xa = activations.extract(models[a], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
                                      device=cfg.device, sample_seed=0)
@@ -698,8 +747,21 @@ def run(config: ReproduceConfig) -> dict:
                        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
     results = _jsonable(results)
+    if readonly:
+        results["provenance"]["read_only"] = True  # everything was cached; nothing written
+        return results
+    # the report files of a different configuration are kept (moved to OUT/previous/config-<hash>/)
+    _rundir.archive_previous_results(out, results["config"])
     atomic_write_text(os.path.join(out, "results.json"), json.dumps(results, indent=1))
     return results
+
+
+def _read_text(path: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, ValueError):
+        return None
 
 
 def _split_pair_key(key: str, layer_names) -> tuple:
@@ -750,11 +812,12 @@ def reproduce(arch: str = "smallcnn", dataset: str = "digits", seeds=(0, 1, 2), 
         The content of ``OUT/results.json``.
     """
     cfg = ReproduceConfig(arch=arch, dataset=dataset, seeds=seeds, **kwargs)
-    results = run(cfg)
-    if report:
-        from .report.build import build_report
+    with _rundir.RunLock(cfg.out, option="--out", config=cfg.to_dict()) as lock:  # the report too
+        results = run(cfg)
+        if report and not lock.readonly:
+            from .report.build import build_report
 
-        build_report(cfg.out, results=results)
+            build_report(cfg.out, results=results)
     return results
 
 
@@ -765,8 +828,11 @@ def load_results(run_dir) -> dict:
         path = os.path.join(path, "results.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"run: no results.json at {path} (run `repmatch reproduce --out DIR` first)")
-    with open(path, encoding="utf-8") as fh:
-        doc = json.load(fh)
-    if doc.get("format") != RESULTS_FORMAT:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except ValueError as exc:  # truncated, not JSON, not UTF-8
+        raise ValueError(f"run: {path} is damaged: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != RESULTS_FORMAT:
         raise ValueError(f"run: {path} is not a repmatch reproduce results file (format {RESULTS_FORMAT})")
     return doc

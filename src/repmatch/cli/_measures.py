@@ -30,6 +30,8 @@ from __future__ import annotations
 AVAILABLE: tuple = ("semi", "bipartite", "mi", "sparse", "clusters", "cka", "cca", "svcca", "pwcca", "procrustes")
 #: Cheap, moment-based measures (work from a reductions file too); subspace is added by compare.
 DEFAULT: tuple = ("semi", "bipartite", "cka", "pwcca", "svcca", "procrustes")
+#: Measures that need the activations' rows (not computable from a reductions file).
+NEED_ROWS: tuple = ("mi",)
 
 # scalar -> registered name in repmatch.nulls.SCALARS, for the optional permutation p-values
 _NULL_NAMES = {
@@ -71,6 +73,14 @@ def _null(name, X, Y, options, data, lines):
     res = repmatch.permutation_test(_NULL_NAMES[name], X, Y, n_permutations=n_perm, rng=int(_opt(options, "seed", 0)))
     data["permutation_test"] = res.to_dict()
     lines.append(f"    permutation null ({n_perm} shuffles): mean {res.null_mean:.4f} ± {res.null_std:.4f}, p = {res.p_value:.4g}")
+
+
+def live_units(X, Y, reduction) -> int:
+    """Units of both layers together that are not constant on the data (what clustering can group)."""
+    import repmatch
+
+    st = repmatch.correlation_from_reduction(reduction) if reduction is not None else repmatch.correlation(X, Y)
+    return int((~st.constant_x).sum() + (~st.constant_y).sum())
 
 
 def _fmt_unmatched(m):
@@ -134,8 +144,11 @@ def compute(name, layer, X, Y, reduction, options):
                 f"{q.mean_fvu[k]:<8.4f}  {q.mean_nonzero[k]:<8.1f}  {len(res.mutual_pairs[k])}"
             )
     elif name == "clusters":
-        st = repmatch.correlation_from_reduction(src) if src is not None else repmatch.correlation(X, Y)
-        n_live = int((~st.constant_x).sum() + (~st.constant_y).sum())
+        n_live = live_units(X, Y, src)
+        if n_live == 0:
+            raise ValueError("every unit of both layers is constant on this data: no live unit to cluster")
+        # an explicit n_clusters above n_live is refused by `repmatch compare` before any work; the
+        # default (8) is lowered to the live units
         k = min(int(_opt(options, "n_clusters", 8)), n_live)
         c = repmatch.spectral_clusters(*moments(), n_clusters=k, rng=seed)
         data = c.to_dict()

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from .._validate import check_finite
+
 DEFAULT_EPS = (0.15, 0.2, 0.25, 0.3, 0.5)
 
 
@@ -30,9 +32,11 @@ def add_parser(sub) -> None:
                    help="ε values for the maximum match (default: the authors' 0.15 0.2 0.25 0.3 0.5)")
     p.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all common layers)")
     p.add_argument("--simple", action="store_true", help="also find simple matches at every ε (size distribution)")
-    p.add_argument("--restarts", type=int, default=0, help="random deletion orders per neuron for --simple")
-    p.add_argument("--method", choices=("gram", "qr"), default="gram",
-                   help="reduction for in-memory activations: gram (fast, tol 1e-6) or qr (exact matches to 1e-10)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="random deletion orders per neuron for --simple (default 0)")
+    p.add_argument("--method", choices=("gram", "qr"), default=None,
+                   help="reduction for in-memory activations: gram (default; fast, tol 1e-6) or qr (exact matches "
+                        "to 1e-10); a reductions file keeps the method it was reduced with")
     p.add_argument("--measures", nargs="+", metavar="NAME",
                    help="measures to compute (default: subspace plus a sensible set; see --list-measures)")
     p.add_argument("--list-measures", action="store_true", help="list the available measures and exit")
@@ -66,10 +70,12 @@ def _load_inputs(args):
         if not io.is_reduction_file(files[0]):
             if not os.path.exists(files[0]):
                 raise FileNotFoundError(f"FILE: no such file: {files[0]}")
+            io.load_activations(files[0], "FILE")  # a damaged file: say what is wrong with it
             raise ValueError(
                 f"FILE: {files[0]} is not a reductions file; to compare activations give two files A B"
             )
         reds, meta = io.load_reductions(files[0], "FILE")
+        _check_reduction_flags(args, files[0], reds)
         items = [(name, None, None, r) for name, r in reds.items()]
         return items, {"reductions": os.path.abspath(files[0]), "metadata": meta}
     if len(files) != 2:
@@ -90,8 +96,72 @@ def _load_inputs(args):
             raise ValueError(
                 f"layer {name!r}: A has {X.shape[0]} rows and B has {Y.shape[0]}; rows must be the same inputs"
             )
-        items.append((name, X, Y, Reduction.from_arrays(X, Y, method=args.method)))
+        for arr, side, path in ((X, "A", files[0]), (Y, "B", files[1])):
+            check_finite(arr, f"{side}: layer {name!r} of {path}")
+        items.append((name, X, Y, Reduction.from_arrays(X, Y, method=args.method or "gram")))
     return items, {"A": os.path.abspath(files[0]), "B": os.path.abspath(files[1])}
+
+
+def _check_reduction_flags(args, path, reds) -> None:
+    """Options that need rows or that fix the reduction cannot apply to a reductions file: errors."""
+    if args.permutations and args.permutations > 0:
+        raise ValueError(
+            f"--permutations: a permutation null shuffles rows, but {path} is a reductions file (moments only, no "
+            "rows); extract with --save-npz A.npz B.npz and compare those two files")
+    methods = sorted({r.method for r in reds.values()})
+    if args.method is not None and methods != [args.method]:
+        raise ValueError(
+            f"--method {args.method}: {path} holds {'/'.join(methods)} reductions; the method is chosen when "
+            f"reducing (repmatch extract --method {args.method}), not when comparing")
+
+
+def _check_options(args, measures) -> None:
+    """Option values and combinations, checked before any file is read."""
+    from ._checks import non_negative
+
+    non_negative(args.seed, "--seed")
+    non_negative(args.permutations, "--permutations")
+    if args.restarts is not None:
+        non_negative(args.restarts, "--restarts")
+        if not args.simple:
+            raise ValueError("--restarts applies to simple matches only; add --simple (or drop --restarts)")
+    for option, value, measure in (("--alphas", args.alphas, "sparse"), ("--n-clusters", args.n_clusters, "clusters"),
+                                   ("--mi-bins", args.mi_bins, "mi")):
+        if value is not None and measure not in measures:
+            raise ValueError(f"{option} applies to --measures {measure}, which is not among the measures computed "
+                             f"({' '.join(measures)})")
+    if args.alphas is not None:
+        bad = [a for a in args.alphas if not (np.isfinite(a) and a >= 0)]
+        if bad:
+            raise ValueError(f"--alphas: penalties must be finite and >= 0, got {bad}")
+    if args.n_clusters is not None and args.n_clusters < 1:
+        raise ValueError(f"--n-clusters must be >= 1, got {args.n_clusters}")
+    if args.mi_bins is not None and args.mi_bins < 2:
+        raise ValueError(f"--mi-bins must be >= 2, got {args.mi_bins}")
+    if args.json:
+        from ._checks import output_file
+
+        output_file(args.json, "--json")
+
+
+def _check_against_data(args, measures, items) -> None:
+    """Options that the loaded layers cannot satisfy: errors naming the layer, before any measure runs."""
+    from . import _measures
+
+    if any(X is None for _, X, _, _ in items):
+        rows = [m for m in measures if m in _measures.NEED_ROWS]
+        if rows:
+            raise ValueError(
+                f"--measures: measure(s) {', '.join(repr(m) for m in rows)} need the activations themselves, but a "
+                "reductions file holds only moments; compare two activation files instead (repmatch extract "
+                "--save-npz A.npz B.npz)")
+    if args.n_clusters is not None and "clusters" in measures:
+        for layer, X, Y, r in items:
+            n_live = _measures.live_units(X, Y, r)
+            if 0 < n_live < args.n_clusters:
+                raise ValueError(f"--n-clusters {args.n_clusters}: layer {layer!r} has only {n_live} live "
+                                 f"(non-constant) units in both networks together; give at most {n_live} or choose "
+                                 "layers with --layers")
 
 
 def _select_layers(items, wanted):
@@ -150,37 +220,46 @@ def run(args) -> int:
     for e in eps:
         if not 0.0 <= e < 1.0:
             raise ValueError(f"--eps values must lie in [0, 1), got {e}")
-    if args.restarts < 0:
-        raise ValueError(f"--restarts must be >= 0, got {args.restarts}")
     measures = list(args.measures) if args.measures else ["subspace", *_measures.DEFAULT]
     unknown = [m for m in measures if m != "subspace" and m not in _measures.AVAILABLE]
     if unknown:
         raise ValueError(f"--measures: unknown measure(s) {unknown}; available: {['subspace', *_measures.AVAILABLE]}")
+    _check_options(args, measures)
     items, source = _load_inputs(args)
+    if args.method is None:
+        args.method = "gram"
+    if args.restarts is None:
+        args.restarts = 0
     items = _select_layers(items, args.layers)
+    _check_against_data(args, measures, items)
     results = {"source": source, "eps": eps, "measures": measures, "layers": {}}
     meta = source.get("metadata") or {}
     if meta:  # what `repmatch extract` recorded: checkpoints, dataset, conv mode, accuracies...
         shown = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list)) and len(str(v)) < 200}
         print("reductions: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + "\n")
-    if args.permutations < 0:
-        raise ValueError(f"--permutations must be >= 0, got {args.permutations}")
     options = {"seed": args.seed, "eps": eps, "method": args.method, "permutations": args.permutations,
                "alphas": args.alphas, "n_clusters": args.n_clusters, "n_bins": args.mi_bins}
-    caught = []
+    caught, undefined = [], []
     for layer, X, Y, r in items:
         lines = [f"layer {layer}"]
         entry = {}
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
-            if "subspace" in measures:
-                entry["subspace"] = _subspace(layer, X, Y, r, eps, args, lines)
             for m in measures:
-                if m == "subspace":
-                    continue
-                data, mlines = _measures.compute(m, layer, X, Y, r, options)
-                entry[m] = data
-                lines.extend(mlines)
+                # A measure that is undefined on this layer (e.g. CKA of a constant layer) is reported as
+                # such; the other measures and layers are still computed.
+                try:
+                    if m == "subspace":
+                        entry[m] = _subspace(layer, X, Y, r, eps, args, lines)
+                    else:
+                        data, mlines = _measures.compute(m, layer, X, Y, r, options)
+                        entry[m] = data
+                        lines.extend(mlines)
+                except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+                    reason = " ".join(str(exc).split()) or type(exc).__name__
+                    entry[m] = {"undefined": True, "reason": reason}
+                    undefined.append({"layer": layer, "measure": m, "reason": reason})
+                    lines.append(f"  {m}: undefined for this layer: {reason}")
         for message in dict.fromkeys(str(warning.message) for warning in w):  # each distinct warning once
             caught.append(f"layer {layer}: {message}")
             lines.append(f"  warning: {message}")
@@ -188,6 +267,10 @@ def run(args) -> int:
         print("\n".join(lines))
         print()
     results["warnings"] = caught
+    results["undefined"] = undefined
+    for u in undefined:
+        print(f"repmatch compare: warning: {u['measure']} is undefined for layer {u['layer']!r}: {u['reason']}",
+              file=sys.stderr)
     if args.json:
         _write_json(args.json, results)
         print(f"wrote {args.json}", file=sys.stderr)

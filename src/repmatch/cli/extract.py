@@ -29,16 +29,16 @@ def add_parser(sub) -> None:
     p.add_argument("--list-layers", action="store_true", help="print the layers of the first checkpoint and exit")
     p.add_argument("--conv-mode", default="positions",
                    help="positions (default), flatten, avgpool or sample:K")
-    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample:K positions")
+    p.add_argument("--sample-seed", type=int, default=None, help="seed of the sample:K positions (default 0)")
     p.add_argument("--pairs", choices=("same", "all"), default="same",
                    help="same: layer l of A vs l of B (default); all: every layer of A vs every layer of B")
-    p.add_argument("--method", choices=("gram", "qr"), default="gram", help="reduction method (default gram)")
+    p.add_argument("--method", choices=("gram", "qr"), default=None, help="reduction method (default gram)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--out", metavar="NPZ", help="reductions file to write")
     p.add_argument("--save", metavar="DIR", help="also write chunked activations and a manifest to DIR")
     p.add_argument("--save-npz", nargs="+", metavar="NPZ", help="also write one activations .npz per network")
-    p.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--overlap", choices=("auto", "on", "off"), default=None,
                    help="reduce each batch on a worker thread while the next runs through the networks; auto "
                         "(default): when torch leaves a core idle")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -58,17 +58,17 @@ def run(args) -> int:
     ckpts = args.checkpoint
     if len(ckpts) > 2:
         raise ValueError(f"--checkpoint: give one or two checkpoints, got {len(ckpts)}")
+    if not args.list_layers:
+        _check_arguments(args, activations)
     models, infos = [], []
-    for path in ckpts:
-        model, info = load_checkpoint(path, device=args.device)
+    for path in ckpts:  # read safely (tensors and JSON only); damaged files are one-line errors
+        model, info = load_checkpoint(path, device=args.device, name="--checkpoint")
         models.append(model)
         infos.append(info)
     if args.list_layers:
         for i, name, kind in activations.list_layers(models[0]):
             print(f"{i:>4}  {name:<30} {kind}")
         return 0
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
     data_info = infos[0]["data"]
     for other, path in zip(infos[1:], ckpts[1:]):
         shape = (other["data"]["image_size"], other["data"]["in_channels"])
@@ -85,6 +85,7 @@ def run(args) -> int:
                          f"{data_info['in_channels']}")
     import numpy as np
 
+    args.sample_seed = 0 if args.sample_seed is None else args.sample_seed
     # Preprocess exactly as in training: the checkpoint's normalisation, not the new dataset's.
     data.mean = np.asarray(data_info["mean"], dtype=np.float32)
     data.std = np.asarray(data_info["std"], dtype=np.float32)
@@ -111,9 +112,9 @@ def run(args) -> int:
     if args.save_npz and len(args.save_npz) != 2:
         raise ValueError(f"--save-npz: give two paths (network A, network B), got {len(args.save_npz)}")
     reds = activations.reduce_pair(models[0], models[1], loader, layers, pairs=args.pairs, conv_mode=args.conv_mode,
-                                   method=args.method, sample_seed=args.sample_seed, save=args.save,
+                                   method=args.method or "gram", sample_seed=args.sample_seed, save=args.save,
                                    save_npz=args.save_npz, progress=not args.quiet, metadata=meta,
-                                   overlap={"auto": None, "on": True, "off": False}[args.overlap],
+                                   overlap={None: None, "auto": None, "on": True, "off": False}[args.overlap],
                                    threads=args.threads)
     print(f"{'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}")
     for key, r in reds.items():
@@ -127,3 +128,43 @@ def run(args) -> int:
         print(f"wrote {args.save_npz[0]} {args.save_npz[1]}  (compare with: repmatch compare "
               f"{args.save_npz[0]} {args.save_npz[1]})", file=sys.stderr)
     return 0
+
+
+def _check_arguments(args, activations) -> None:
+    """Everything that can be checked before the checkpoints and the images are read."""
+    from ._checks import device, non_negative, output_dir, output_file, positive
+
+    device(args.device)
+    positive(args.batch_size, "--batch-size")
+    positive(args.n_images, "--n-images")
+    positive(args.threads, "--threads")
+    non_negative(args.sample_seed, "--sample-seed")
+    try:
+        mode, _ = activations.parse_conv_mode(args.conv_mode)
+    except ValueError as exc:
+        raise ValueError(f"--conv-mode: {exc}") from None
+    if args.sample_seed is not None and mode != "sample":
+        raise ValueError(f"--sample-seed applies to --conv-mode sample:K only, not {args.conv_mode}")
+    if len(args.checkpoint) == 1:
+        if not args.save_npz or len(args.save_npz) != 1 or args.out or args.save:
+            raise ValueError("with one --checkpoint give exactly --save-npz PATH (reductions need two networks)")
+        given = [opt for opt, value in (("--pairs all", args.pairs == "all"), ("--method", args.method is not None),
+                                        ("--overlap", args.overlap is not None),
+                                        ("--threads", args.threads is not None)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)}: appl{'ies' if len(given) == 1 else 'y'} to reductions of two "
+                             "networks; with one --checkpoint only activations are written (--save-npz PATH)")
+    else:
+        if not (args.out or args.save or args.save_npz):
+            raise ValueError("give --out NPZ (reductions) and/or --save DIR / --save-npz A.npz B.npz (activations)")
+        if args.save_npz and len(args.save_npz) != 2:
+            raise ValueError(f"--save-npz: give two paths (network A, network B), got {len(args.save_npz)}")
+    if args.out:
+        output_file(args.out, "--out")
+    for path in args.save_npz or ():
+        output_file(path, "--save-npz")
+    npz = [os.path.abspath(p) for p in args.save_npz or ()]
+    if len(npz) == 2 and npz[0] == npz[1]:
+        raise ValueError(f"--save-npz: the two paths are the same file ({args.save_npz[0]})")
+    if args.save:
+        output_dir(args.save, "--save")

@@ -57,14 +57,24 @@ def run(args) -> int:
         cfg = rp.ReproduceConfig(arch=args.arch, dataset=args.dataset, seeds=tuple(args.seeds), **kwargs)
     except ValueError as exc:
         raise ValueError(_as_option(str(exc))) from None
-    results = rp.run(cfg)
-    out = cfg.out
-    if not args.no_report:
-        from ..report.build import build_report
+    from .. import _rundir
+    from ._checks import device, output_dir
 
-        page = build_report(out, results=results)
-        print(f"wrote {page}", file=sys.stderr)
-    prov = results["provenance"]
+    device(args.device)
+    out = output_dir(cfg.out, "--out", must_write=False)  # a read-only OUT is fine if everything is cached
+    # One lock around the computation and the report: a second run into the same OUT is refused.
+    with _rundir.RunLock(out, option="--out", config=cfg.to_dict()) as lock:
+        results = rp.run(cfg)
+        prov = results["provenance"]
+        if lock.readonly:
+            print(f"{out} is read-only: every unit was cached and nothing was written ({len(prov['reused'])} units "
+                  f"read; the results are those of {os.path.join(out, 'results.json')})", file=sys.stderr)
+            return 0
+        if not args.no_report:
+            from ..report.build import build_report
+
+            page = build_report(out, results=results)
+            print(f"wrote {page}", file=sys.stderr)
     print(f"wrote {os.path.join(out, 'results.json')}  ({len(prov['computed'])} units computed, "
           f"{len(prov['reused'])} reused, {prov['seconds']:.1f} s)", file=sys.stderr)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -28,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-rows", type=int, metavar="R",
                    help="rows per task (default: the stored chunks); memory per worker grows with it")
     p.add_argument("--scheduler", metavar="ADDRESS", help="address of a running dask scheduler (tcp://host:8786)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the --scheduler before giving up (default 10)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="worker processes of the LocalCluster started without --scheduler (default: one per core)")
     p.set_defaults(func=run)
@@ -48,6 +51,11 @@ def run(args) -> int:
         raise ValueError(f"--workers must be positive, got {args.workers}")
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise ValueError(f"--chunk-rows must be positive, got {args.chunk_rows}")
+    if not args.connect_timeout > 0:
+        raise ValueError(f"--connect-timeout must be positive, got {args.connect_timeout}")
+    from ._checks import output_file
+
+    output_file(args.out, "--out")
     if args.saved:
         if args.stores:
             raise ValueError("give either ZARR stores A B or --saved DIR, not both")
@@ -61,9 +69,17 @@ def run(args) -> int:
         name = args.layers[0] if args.layers else os.path.splitext(os.path.basename(os.path.normpath(args.stores[0])))[0]
         pairs = {name: (args.stores[0], args.stores[1])}
         source = {"A": os.path.abspath(args.stores[0]), "B": os.path.abspath(args.stores[1])}
-    lazy = {name: dd.reduce_blocks(x, y, method=args.method, chunk_rows=args.chunk_rows)
-            for name, (x, y) in pairs.items()}
-    with dd.get_client(args.scheduler, n_workers=args.workers) as client:
+    with contextlib.ExitStack() as stack:
+        # connect first: an unreachable scheduler is an error after --connect-timeout seconds, before any work
+        try:
+            client = stack.enter_context(dd.get_client(args.scheduler, n_workers=args.workers,
+                                                       connect_timeout=args.connect_timeout))
+        except ValueError as exc:
+            if args.scheduler is None:
+                raise
+            raise ValueError(f"--scheduler {args.scheduler}: {str(exc).split(': ', 1)[-1]}") from None
+        lazy = {name: dd.reduce_blocks(x, y, method=args.method, chunk_rows=args.chunk_rows)
+                for name, (x, y) in pairs.items()}
         info = client.scheduler_info()
         print(f"dask scheduler {info.get('address')}, {len(info.get('workers', {}))} worker(s)", file=sys.stderr)
         results = client.gather(client.compute(list(lazy.values())))

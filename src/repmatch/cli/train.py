@@ -40,12 +40,39 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _check_arguments(args) -> None:
+    """Everything that can be checked before any image is read or any epoch runs."""
+    from ._checks import device, non_negative, output_dir, output_file, positive
+
+    device(args.device)
+    for seed in args.seeds:
+        non_negative(seed, "--seeds")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds must be distinct, got {args.seeds}")
+    positive(args.epochs, "--epochs")
+    positive(args.batch_size, "--batch-size")
+    if args.lr is not None and not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if not args.width > 0:
+        raise ValueError(f"--width must be positive, got {args.width}")
+    output_dir(args.out, "--out")
+    if args.json:
+        output_file(args.json, "--json")
+
+
 def run(args) -> int:
     try:
-        from ..nets import train_seeds
+        from ..nets import CheckpointError, train_seeds
     except ImportError as exc:
         raise ValueError(str(exc)) from exc
+    from .._rundir import RunDirReadOnly, RunLock
+
+    _check_arguments(args)
+    lock = RunLock(args.out, option="--out")
     try:
+        lock.acquire()  # a second `repmatch train` into the same --out is refused while this one runs
+        if lock.readonly:
+            raise RunDirReadOnly(f"--out: cannot write in {args.out}")
         results = train_seeds(
             args.arch, args.dataset, args.seeds, out=args.out, data_dir=args.data_dir, n_train=args.n_train,
             n_test=args.n_test, image_size=args.image_size, epochs=args.epochs, width=args.width, lr=args.lr,
@@ -55,6 +82,12 @@ def run(args) -> int:
         print("repmatch train: interrupted; every completed epoch is saved - rerun the same command to resume",
               file=sys.stderr)
         return 130
+    except CheckpointError as exc:  # a damaged or unsafe last.pt in --out
+        raise ValueError(f"--out: {exc}") from None
+    except FloatingPointError as exc:
+        raise FloatingPointError(f"--lr: {exc}; every completed epoch is saved") from None
+    finally:
+        lock.release()
     print(f"{'seed':>4}  {'epochs':>6}  {'best acc':>8}  {'(epoch)':>7}  {'last acc':>8}  {'images/s':>9}  "
           "best checkpoint")
     for r in results:

@@ -23,6 +23,7 @@ from .datasets import (
     read_cifar10,
     read_idx,
 )
+from .checkpoints import CheckpointError, UnsafeCheckpointError, read_checkpoint
 from .training import TrainResult, default_lr, evaluate, load_checkpoint, milestones, train, train_seeds
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
     "train_seeds",
     "evaluate",
     "load_checkpoint",
+    "read_checkpoint",
+    "CheckpointError",
+    "UnsafeCheckpointError",
     "default_lr",
     "milestones",
 ]

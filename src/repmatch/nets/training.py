@@ -12,13 +12,17 @@ checkpoint. On the same machine and thread count the same seed gives the same we
 Resume. After every epoch ``last.pt`` is written atomically (temporary file, fsync, rename) with
 the model, optimiser (momentum buffers), scheduler, RNG state, completed epoch and history. Calling
 :func:`train` again with the same arguments continues from it and ends with exactly the weights an
-uninterrupted run would have.
+uninterrupted run would have. Checkpoints hold tensors and JSON only and are read with
+``torch.load(weights_only=True)`` (:mod:`repmatch.nets.checkpoints`): a crafted ``last.pt`` planted
+in ``out`` is refused, not executed; a damaged one is an error naming it.
+
+Divergence. A non-finite training loss stops training at that batch with a FloatingPointError
+(the epoch is not saved; earlier epochs' checkpoints are kept).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -31,12 +35,12 @@ import torch.nn as nn
 
 from .._atomic import atomic_write_bytes
 from .architectures import build_model, input_size_for, _check_arch
+from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, atomic_torch_save, load_checkpoint,  # noqa: F401
+                          read_checkpoint, save_checkpoint)
 from .datasets import NATIVE_SIZE, ImageDataset, load_dataset, _canonical
 
-__all__ = ["train", "train_seeds", "TrainResult", "load_checkpoint", "evaluate", "default_lr", "milestones",
-           "atomic_torch_save", "CHECKPOINT_FORMAT"]
-
-CHECKPOINT_FORMAT = "repmatch-checkpoint-1"
+__all__ = ["train", "train_seeds", "TrainResult", "load_checkpoint", "read_checkpoint", "evaluate", "default_lr",
+           "milestones", "atomic_torch_save", "CHECKPOINT_FORMAT"]
 # Keys of the run configuration that must agree for a resume to be the same run.
 _RESUME_KEYS = ("arch", "dataset", "seed", "epochs", "width", "lr", "batch_size", "momentum", "weight_decay",
                 "augment", "n_train", "n_test", "image_size")
@@ -78,13 +82,6 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "best_checkpoint": self.best_checkpoint, "last_checkpoint": self.last_checkpoint}
-
-
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -212,17 +209,26 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones(epochs), gamma=0.1)
         history, start, best_acc, best_epoch = [], 0, -1.0, 0
         if resume and os.path.exists(last_path):
-            ckpt = torch.load(last_path, map_location=device, weights_only=False)
+            try:  # read safely: tensors and plain data only, never arbitrary pickles
+                ckpt = read_checkpoint(last_path, name="cannot resume")
+            except CheckpointError as exc:
+                raise type(exc)(f"{exc}; to start this seed over instead, remove it or pass resume=False "
+                                "(--no-resume)", exc.reason) from None
             diff = _config_diff(ckpt.get("config", {}), config)
             if diff:
                 raise ValueError(f"out={out!r} holds a checkpoint of a different run ({'; '.join(diff)}); "
                                  "use another --out directory or resume=False (--no-resume) to start over")
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"].cpu())  # map_location may have moved it
-            history, start = list(ckpt["history"]), int(ckpt["epoch"])
-            best_acc, best_epoch = float(ckpt["best_test_acc"]), int(ckpt["best_epoch"])
+            try:
+                model.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+                sched.load_state_dict(ckpt["scheduler"])
+                torch.set_rng_state(ckpt["rng"])  # read_checkpoint leaves tensors on the CPU
+                history, start = list(ckpt["history"]), int(ckpt["epoch"])
+                best_acc, best_epoch = float(ckpt["best_test_acc"]), int(ckpt["best_epoch"])
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+                reason = f"holds a training state that does not fit this run ({' '.join(str(exc).split())[:160]})"
+                raise CheckpointError(f"cannot resume: {last_path} {reason}; to start this seed over instead, "
+                                      "remove it or pass resume=False (--no-resume)", reason) from None
         resumed_from = start
         test_loader = data.loader("test", batch_size=eval_batch_size)
         for epoch in range(start, epochs):
@@ -230,7 +236,7 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
             model.train()
             t0, loss_sum, correct, n = time.perf_counter(), 0.0, 0, 0
             bar = _progress(loader, total=len(loader), desc=f"seed {seed} epoch {epoch + 1}/{epochs}", enabled=progress)
-            for xb, yb in bar:
+            for batch_index, (xb, yb) in enumerate(bar):
                 xb, yb = xb.to(device), yb.to(device)
                 opt.zero_grad(set_to_none=True)
                 logits = model(xb)
@@ -238,6 +244,10 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
                 loss.backward()
                 opt.step()
                 loss_sum += loss.item() * len(yb)
+                if not math.isfinite(loss_sum):  # stop at the first bad batch; this epoch is not saved
+                    raise FloatingPointError(
+                        f"training diverged: seed {seed}, epoch {epoch + 1}, batch {batch_index + 1} gave loss "
+                        f"{loss.item()} at learning rate {opt.param_groups[0]['lr']:g}; lower the learning rate")
                 correct += int((logits.argmax(1) == yb).sum())
                 n += len(yb)
                 if bar is not loader:
@@ -246,21 +256,20 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
             lr_used = opt.param_groups[0]["lr"]
             sched.step()
             test_loss, test_acc = evaluate(model, test_loader, device)
-            if not math.isfinite(loss_sum):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {loss_sum}); lower lr")
             record = {"epoch": epoch + 1, "lr": lr_used, "train_loss": loss_sum / n, "train_acc": correct / n,
                       "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds, "images_per_s": n / seconds}
             history.append(record)
             improved = test_acc > best_acc
             if improved:
                 best_acc, best_epoch = test_acc, epoch + 1
-            ckpt = {"format": CHECKPOINT_FORMAT, "config": config, "model_kwargs": model_kwargs,
-                    "data": data.describe(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                    "history": history, "best_test_acc": best_acc, "best_epoch": best_epoch, "test_acc": test_acc}
+            # tensors in the torch file, everything else as JSON (see checkpoints.py: safe to load)
+            ckpt = dict(config=config, model_kwargs=model_kwargs, data=data.describe(), model=model.state_dict(),
+                        optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=torch.get_rng_state(),
+                        epoch=epoch + 1, history=history, best_test_acc=best_acc, best_epoch=best_epoch,
+                        test_acc=test_acc)
             if improved:  # best first: a crash between the two writes never leaves last ahead of a missing best
-                atomic_torch_save(ckpt, best_path)
-            atomic_torch_save(ckpt, last_path)
+                save_checkpoint(best_path, **ckpt)
+            save_checkpoint(last_path, **ckpt)
             atomic_write_bytes(os.path.join(out, "train.json"), json.dumps(
                 {"config": config, "model_kwargs": model_kwargs, "data": data.describe(), "history": history,
                  "best_epoch": best_epoch, "best_test_acc": best_acc}, indent=2).encode())
@@ -289,21 +298,3 @@ def train_seeds(arch: str, dataset: str = "digits", seeds=(0, 1, 2), *, out, dat
     data = _prepare_data(arch, dataset, kwargs.pop("data", None), data_dir, n_train, n_test, image_size)
     return [train(arch, data.name, seed=s, out=os.path.join(os.fspath(out), f"seed{s}"), data=data, **kwargs)
             for s in seeds]
-
-
-def load_checkpoint(path, *, device="cpu") -> tuple:
-    """Rebuild the model saved in a checkpoint written by :func:`train`.
-
-    Returns ``(model, checkpoint)`` with the model in eval mode on ``device``; ``checkpoint`` is the
-    saved dict (``config``, ``data`` with the normalisation, ``history``, ``test_acc``, ...).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint: no such file: {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint: {path} is not a repmatch training checkpoint (format {CHECKPOINT_FORMAT})")
-    model = build_model(**ckpt["model_kwargs"]).to(device)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt

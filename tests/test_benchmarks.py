@@ -43,3 +43,13 @@ def test_bench_gpu_runs_on_cpu_torch():
 def test_bench_alignment_quick():
     out = run("bench_alignment.py", "--quick")
     assert "ratio repmatch / numpy" in out and "[bipartite]" in out and "bipartite_match" in out
+
+
+def test_bench_transformer_quick():
+    pytest.importorskip("torch")
+    out = run("bench_transformer.py", "--quick")
+    for arch in ("vit-tiny", "char-tiny"):
+        for mode in ("tokens", "tokens/sequential", "mean"):
+            assert f"[{arch}] extraction + reductions [{mode:>17}]" in out
+        assert f"[{arch}] check: streamed reduction" in out
+    assert out.count("x median of") == 6 and "target <= 1.5x" in out

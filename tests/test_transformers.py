@@ -138,3 +138,70 @@ def test_arch_and_data_must_fit(tmp_path):
         train("char-tiny", "digits", epochs=1, out=tmp_path / "x", progress=False)
     with pytest.raises(ValueError, match="text datasets are for char-tiny"):
         train("vit-tiny", "python-docs", epochs=1, out=tmp_path / "y", progress=False)
+
+
+def test_cli_train_and_extract_text_checkpoints(tmp_path, capsys):
+    from repmatch.cli import main
+    from repmatch.io import load_reductions
+
+    out = tmp_path / "nets"
+    assert main(["train", "--arch", "char-tiny", "--dataset", "python-docs", "--seeds", "0", "1", "--epochs", "1",
+                 "--n-train", "64", "--n-test", "8", "--out", str(out), "--quiet"]) == 0
+    ck = [str(out / f"seed{s}" / "best.pt") for s in (0, 1)]
+    red = tmp_path / "r.npz"
+    assert main(["extract", "--checkpoint", ck[0], "--checkpoint", ck[1], "--layers", "blocks.1", "blocks.1.mlp.act",
+                 "--n-images", "5", "--out", str(red), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "sequence: follows blocks.1.mlp.fc2 (Linear)" in printed
+    reds, meta = load_reductions(red)
+    assert reds["blocks.1"].n_samples == 5 * 64 and reds["blocks.1.mlp.act"].n_x == 128
+    assert meta["seq_mode"] == "tokens"
+    assert main(["extract", "--checkpoint", ck[0], "--checkpoint", ck[1], "--layers", "blocks.1", "--seq-mode", "last",
+                 "--n-images", "5", "--out", str(red), "--quiet"]) == 0
+    assert load_reductions(red)[0]["blocks.1"].n_samples == 5
+
+
+def test_reproduce_on_a_vision_transformer(tmp_path):
+    """`repmatch reproduce --arch vit-tiny` end to end at toy size: every measure on every block
+    output and MLP activation, nulls beside them, layers labelled by block, report built."""
+    pytest.importorskip("matplotlib")
+    from repmatch.nets.datasets import DatasetNotFoundError
+    from repmatch.reproduce import reproduce
+
+    try:
+        load_dataset("fashion-mnist", n_train=2, n_test=2)
+    except DatasetNotFoundError:
+        import os
+
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("Fashion-MNIST (Debian dataset-fashion-mnist) not installed")
+    # Toy size (48 images): simple matches only on the 64-unit block outputs (on few samples per neuron
+    # the approximate search is slow), one LASSO penalty.
+    res = reproduce("vit-tiny", "fashion-mnist", seeds=(0, 1), epochs=1, n_train=256, n_test=48, permutations=2,
+                    sample_rows=400, alphas=(1e-2,), n_clusters=3, simple_max_units=130, simple_eps=0.1,
+                    out=str(tmp_path / "run"), progress=False)
+    names = [L["name"] for L in res["layers"]]
+    assert names == ["blocks.0.mlp.act", "blocks.0", "blocks.1.mlp.act", "blocks.1", "blocks.2.mlp.act", "blocks.2",
+                     "blocks.3.mlp.act", "blocks.3"]
+    assert [L["label"] for L in res["layers"]][:2] == ["block 1 MLP (GELU)", "block 1 output"]
+    assert all(L["layout"] == "sequence" for L in res["layers"])
+    assert res["layers"][1]["n_samples"] == 48 * 17  # every token of every test image
+    units = res["results"][0]["layers"]["blocks.1"]
+    for name in ("subspace", "simple", "alignment", "reference", "untrained", "shuffled", "sparse", "clusters", "mi"):
+        assert name in units
+    assert "n_matches" in units["simple"] and "skipped" in res["results"][0]["layers"]["blocks.1.mlp.act"]["simple"]
+    assert units["shuffled"]["n_rows"] == 400 and len(units["untrained"]["similarity"]) == len(res["eps_grid"])
+    assert "AdamW" in res["recipe"]
+    assert len(res["heatmap"]["matrix"]) == 8
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "block 4 output" in page and "every token of every test input is a sample" in page
+
+
+def test_reproduce_refuses_a_text_model_on_images(tmp_path):
+    from repmatch.reproduce import ReproduceConfig
+
+    with pytest.raises(ValueError, match="does not fit arch"):
+        ReproduceConfig(arch="char-tiny", dataset="digits")
+    with pytest.raises(ValueError, match="does not fit arch"):
+        ReproduceConfig(arch="vit-tiny", dataset="python-docs")

@@ -111,11 +111,12 @@ class ReproduceConfig:
         from .nets.datasets import _canonical
 
         self.arch = _canonical_arch(self.arch)
+        from .nets.text import TEXT_DATASETS
+
         try:
             self.dataset = _canonical(self.dataset)
         except ValueError:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}") from None
-        from .nets.text import TEXT_DATASETS
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS + TEXT_DATASETS)}; got {self.dataset!r}") from None
 
         if (self.arch == "char-tiny") != (self.dataset in TEXT_DATASETS):
             raise ValueError(f"dataset {self.dataset} does not fit arch {self.arch}: char-tiny is trained on the text "

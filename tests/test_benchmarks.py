@@ -49,3 +49,13 @@ def test_bench_subspace_quick():
     out = run("bench_subspace.py", "--quick", "--only", "maxmatch", "curve", "certify", "simple")
     assert "[maxmatch]" in out and "[curve]" in out and "[simple]" in out
     assert out.count("[certify]") == 3 and "identical" in out
+
+
+def test_bench_transformer_quick():
+    pytest.importorskip("torch")
+    out = run("bench_transformer.py", "--quick")
+    for arch in ("vit-tiny", "char-tiny"):
+        for mode in ("tokens", "tokens/sequential", "mean"):
+            assert f"[{arch}] extraction + reductions [{mode:>17}]" in out
+        assert f"[{arch}] check: streamed reduction" in out
+    assert out.count("x median of") == 6 and "target <= 1.5x" in out

@@ -30,6 +30,31 @@ Conv modes (for outputs of shape (batch, channels, *spatial); 2-D outputs are us
     of different spatial size are sampled at corresponding places of the same images (with
     replacement). The authors sampled 10,000 coordinates and averaged over 16 repeats: repeat with
     16 values of ``sample_seed``.
+
+Sequence layers (transformers; see :mod:`repmatch._sequence` for the rules in full)
+    A 3-D output is either (batch, tokens, features) -- ``layout="sequence"``, features are neurons --
+    or (batch, channels, positions) -- ``layout="channels"``, a Conv1d-style output read by the conv
+    mode. Which one is decided by ``layout=`` (one value or ``{layer: value}``), else by the module's
+    type (Linear, LayerNorm, Embedding, batch-first attention and transformer layers: sequence;
+    Conv1d, BatchNorm1d, 1-D pooling: channels), else by the type of the nearest module of a known
+    type that ran before it and returned the same shape (a GELU after a Linear; a block whose last
+    module is a Linear), else a ValueError asks for ``layout=``. Never guessed silently: the result's
+    ``layouts`` attribute (and saved metadata) says which layout each layer got, and why.
+    ``seq_mode`` reads sequence layers: ``tokens`` (default: every valid token of every sequence is a
+    sample), ``cls`` (first valid token), ``mean`` (masked mean), ``last`` (last valid token),
+    ``sample:K`` (K random valid tokens per batch, drawn like ``conv_mode="sample:K"``).
+    An attention mask (``mask=``: default ``batch["attention_mask"]`` of a dict batch; a key; a
+    callable ``mask(batch)``; ``False``) excludes padding from every sequence mode, so the samples
+    do not depend on how a batch was padded.
+
+Inputs (see :mod:`repmatch._inputs`)
+    A loader may yield tensors, NumPy arrays, ``(inputs, labels, ...)`` tuples (the first element is
+    the input) or dicts passed as ``model(**batch)`` (Hugging Face style). ``input_fn(batch)`` turns
+    a batch into the model's inputs instead (a tensor, a tuple of positional inputs or a dict of
+    keyword inputs); for two networks ``input_fn_b`` and ``loader_b`` give network B its own
+    preprocessing of the same samples, in the same order. Modules returning tuples, dicts or
+    dataclasses are recorded through their ``last_hidden_state`` or first tensor, or ``output_key``
+    (one key, attribute or index, or ``{layer: key}``).
 """
 
 from __future__ import annotations
@@ -47,6 +72,8 @@ import torch
 import torch.nn as nn
 
 from ._atomic import _umask, atomic_savez, atomic_write_bytes, atomic_write_json
+from ._inputs import batch_call, batch_mask, batch_size_of, clone_call, unwrap_output
+from ._sequence import LAYOUTS, SEQ_MODES, apply_seq_mode, check_layout_arg, module_layout, parse_seq_mode
 from ._threads import available_cores, single_threaded_blas
 from ._validate import check_finite, check_positive_int
 from .io import SAVED_FORMAT, read_saved_manifest
@@ -54,6 +81,10 @@ from .reduce import Reduction
 
 __all__ = [
     "CONV_MODES",
+    "SEQ_MODES",
+    "LAYOUTS",
+    "LayerDict",
+    "describe_layers",
     "list_layers",
     "resolve_layers",
     "unwrap",
@@ -70,6 +101,18 @@ __all__ = [
 ]
 
 CONV_MODES = ("positions", "flatten", "avgpool", "sample:K")
+
+
+class LayerDict(dict):
+    """``{layer: value}`` as returned by :func:`extract` and :func:`reduce_pair`, plus ``layouts``.
+
+    ``layouts`` says how each layer's output was read: for :func:`extract` ``{layer: info}``, for
+    :func:`reduce_pair` ``{"a": {layer: info}, "b": {...}}``, with ``info`` a dict of ``layout``
+    (``"sequence"``, ``"channels"`` or ``"2-D"``), ``reason`` (why), ``type`` (the module's class)
+    and ``shape`` (the output's shape after the batch dimension, first batch).
+    """
+
+    layouts = None
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -236,33 +279,89 @@ class LayerRecorder(contextlib.AbstractContextManager):
     Use as a context manager: hooks are registered on entry and always removed on exit, also when
     the forward pass raises. ``outputs[name]`` holds the current batch, detached: a (B, C, positions)
     tensor for conv outputs in ``positions`` mode, else the 2-D (samples, neurons) result of the
-    conv mode. ``copy=True`` copies it at once; ``copy=False`` keeps a view and its version
-    counter (see :meth:`modified`). Inference-mode tensors (no version counter) are always copied.
+    conv mode (channel layouts) or of the sequence mode (sequence layouts). ``copy=True`` copies it
+    at once; ``copy=False`` keeps a view and its version counter (see :meth:`modified`).
+    Inference-mode tensors (no version counter) are always copied. ``layouts`` records, per layer,
+    the layout used and why (module docstring); set ``mask`` (a (B, T) bool tensor or None) and the
+    sample draws before each forward pass.
     """
 
-    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions", copy: bool = True):
+    def __init__(self, model: nn.Module, layers=None, *, conv_mode: str = "positions", seq_mode: str = "tokens",
+                 layout=None, output_key=None, copy: bool = True):
         self.model = unwrap(model)
         self.modules = resolve_layers(self.model, layers)
         self.mode, self.k = parse_conv_mode(conv_mode)
+        self.seq_mode, self.seq_k = parse_seq_mode(seq_mode)
+        check_layout_arg(layout, self.modules)
+        self.layout_arg = layout
+        if isinstance(output_key, dict):
+            unknown = [k for k in output_key if k not in self.modules]
+            if unknown:
+                raise ValueError(f"output_key: {unknown} not among the chosen layers {list(self.modules)}")
+        self.output_key = output_key
         # copy=False keeps views of the modules' outputs and their autograd version counters; a
         # consumer calls modified() after the forward pass (see _forward) instead of paying a copy.
         self.copy = bool(copy)
         self.copy_layers: set = set()  # layers found modified in place after their hook: always copied
         self.outputs: dict = {}
+        self.layouts: dict = {}
         self._versions: dict = {}
         self.draw = None
+        self.seq_draw = None
+        self.mask = None
         self._handles: list = []
+        self._trace_handles: list = []
+        self._trace: list = []
+
+    @property
+    def samples_drawn(self) -> bool:
+        """Whether a forward pass needs ``draw``/``seq_draw`` (a ``sample:K`` mode)."""
+        return self.mode == "sample" or self.seq_mode == "sample"
+
+    def _layout(self, name, module, out) -> str:
+        """The layout of a 3-D output of layer ``name``, decided once (module docstring)."""
+        info = self.layouts.get(name)
+        if info is not None:
+            return info["layout"]
+        arg = self.layout_arg
+        if isinstance(arg, str):
+            lay, why = arg, "layout= given"
+        elif isinstance(arg, dict) and name in arg:
+            lay, why = arg[name], "layout= given for this layer"
+        else:
+            lay = module_layout(module)
+            why = f"module type {type(module).__name__}"
+            if lay is None:
+                shape = tuple(out.shape)
+                hit = next((t for t in reversed(self._trace) if t[2] == shape and t[0] != name), None)
+                if hit is None:
+                    raise ValueError(
+                        f"layer {name!r} ({type(module).__name__}) returns a 3-D output of shape {shape}, which is "
+                        "either (batch, tokens, features) or (batch, channels, positions), and neither its type nor "
+                        "a module of known type before it with the same output shape tells which; pass "
+                        f"layout='sequence' or layout='channels' (or layout={{{name!r}: ...}})")
+                lay, why = hit[3], f"follows {hit[0]} ({hit[1]}) with the same output shape"
+        self.layouts[name] = {"layout": lay, "reason": why, "type": type(module).__name__,
+                              "shape": [int(d) for d in out.shape[1:]]}
+        return lay
 
     def _hook(self, name):
         def hook(module, inputs, output):
-            if isinstance(output, (tuple, list)):
-                output = next((o for o in output if isinstance(o, torch.Tensor)), None)
-            if not isinstance(output, torch.Tensor):
-                raise ValueError(f"layer {name!r} ({type(module).__name__}) did not return a tensor")
+            key = self.output_key.get(name) if isinstance(self.output_key, dict) else self.output_key
+            output = unwrap_output(output, key, name=f"layer {name!r} ({type(module).__name__})")
             out = output.detach()
             if out.dtype not in (torch.float32, torch.float64):
                 out = out.float()  # half/bfloat16/int: NumPy-friendly, nothing lost
-            if self.mode == "positions" and out.dim() >= 3:
+            if out.dim() == 3:
+                layout = self._layout(name, module, out)
+            else:
+                layout = "channels" if out.dim() > 3 else "2-D"
+                if name not in self.layouts:
+                    self.layouts[name] = {"layout": layout, "reason": f"{out.dim()}-D output",
+                                          "type": type(module).__name__, "shape": [int(d) for d in out.shape[1:]]}
+            if layout == "sequence":
+                t = apply_seq_mode(out, self.seq_mode, self.mask, self.seq_draw, name=f"layer {name!r}")
+            elif self.mode == "positions" and out.dim() >= 3:
                 t = out.reshape(out.shape[0], out.shape[1], -1)  # (B, C, positions): a view when contiguous
             else:
                 t = apply_conv_mode(out, self.mode, self.draw)
@@ -276,6 +375,28 @@ class LayerRecorder(contextlib.AbstractContextManager):
             self.outputs[name] = t
         return hook
 
+    def _trace_hook(self, name):
+        def hook(module, inputs, output):
+            try:
+                out = unwrap_output(output)
+            except ValueError:
+                return
+            if out.dim() == 3:
+                self._trace.append((name, type(module).__name__, tuple(out.shape), module_layout(module)))
+        return hook
+
+    def begin_pass(self) -> None:
+        """Called before each forward pass: forget the previous pass's outputs and module trace."""
+        self.outputs, self._versions, self._trace = {}, {}, []
+
+    def end_pass(self) -> None:
+        """Called after a complete forward pass: stop tracing once every layer's layout is decided."""
+        if self._trace_handles and all(n in self.layouts for n in self.modules):
+            for h in self._trace_handles:
+                h.remove()
+            self._trace_handles.clear()
+        self._trace = []
+
     def modified(self, outputs=None) -> list:
         """Layers whose recorded (uncopied) output was changed in place after its hook ran
         (``outputs``: the recorded dict to check, default the current one)."""
@@ -284,6 +405,11 @@ class LayerRecorder(contextlib.AbstractContextManager):
 
     def __enter__(self):
         try:
+            # Modules of known layout are traced during the first pass: a 3-D output of any other
+            # module (GELU, a block) takes the layout of the nearest one before it with its shape.
+            for name, module in self.model.named_modules():
+                if name and module_layout(module) is not None:
+                    self._trace_handles.append(module.register_forward_hook(self._trace_hook(name)))
             for name, module in self.modules.items():
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
@@ -292,9 +418,10 @@ class LayerRecorder(contextlib.AbstractContextManager):
         return self
 
     def remove(self) -> None:
-        for h in self._handles:
+        for h in self._handles + self._trace_handles:
             h.remove()
         self._handles.clear()
+        self._trace_handles.clear()
 
     def __exit__(self, *exc):
         self.remove()
@@ -303,24 +430,33 @@ class LayerRecorder(contextlib.AbstractContextManager):
         return False
 
 
-def _forward(rec: LayerRecorder, model: nn.Module, x: torch.Tensor, tag: str) -> dict:
-    """Run ``model`` on a private copy of ``x``; return the recorded ``{layer: tensor}``, checked complete.
+def _forward(rec: LayerRecorder, model: nn.Module, call: tuple, tag: str) -> dict:
+    """Run ``model`` on a private copy of the inputs ``call = (args, kwargs)``; return the recorded
+    ``{layer: tensor}``, checked complete.
 
-    The copy keeps ``x`` intact for the other model and for a re-run, whatever the forward pass
-    does to its input in place (an output may even be the input itself, e.g. an Identity or an
+    The copy keeps the inputs intact for the other model and for a re-run, whatever the forward
+    pass does to them in place (an output may even be the input itself, e.g. an Identity or an
     eval-mode Dropout, later overwritten by an in-place ReLU). Without copies, a layer whose output
     was overwritten in place later in the pass (its version counter moved) is switched to copying
-    and the batch is run again on a fresh copy of ``x``, so what is returned equals the output at
-    the moment the layer produced it. Writes that bypass autograd's version counter (through
-    ``.data`` or a NumPy view) are not seen: use copies (``overlap=True``) for such models.
+    and the batch is run again on a fresh copy, so what is returned equals the output at the moment
+    the layer produced it. Writes that bypass autograd's version counter (through ``.data`` or a
+    NumPy view) are not seen: use copies (``overlap=True``) for such models.
     """
     for _ in range(2):
-        rec.outputs, rec._versions = {}, {}
-        model(x.clone())
+        rec.begin_pass()
+        args, kwargs = clone_call(*call)
+        try:
+            model(*args, **kwargs)
+        except TypeError as exc:
+            if kwargs and "argument" in str(exc):
+                raise ValueError(f"{tag}: calling the model as model(**batch) with keys {sorted(kwargs)} failed "
+                                 f"({exc}); pass input_fn= to turn a batch into the model's inputs") from exc
+            raise
         missing = [n for n in rec.modules if n not in rec.outputs]
         if missing:
             raise ValueError(f"{tag}: layers {missing} were not called in the forward pass")
         bad = rec.modified()
+        rec.end_pass()
         if not bad:
             break
         rec.copy_layers.update(bad)
@@ -336,16 +472,42 @@ def _model_device(model: nn.Module):
     return p.device if p is not None else torch.device("cpu")
 
 
-def _batch_input(batch):
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    if isinstance(batch, dict):
-        for key in ("x", "input", "inputs", "image", "images"):
-            if isinstance(batch.get(key), torch.Tensor):
-                return batch[key]
-    raise ValueError(f"loader must yield tensors or (inputs, ...) tuples, got {type(batch).__name__}")
+def _model_float_dtype(model: nn.Module):
+    """The floating dtype NumPy float inputs are given to ``model`` in (its first floating parameter's)."""
+    for p in list(model.parameters()) + list(model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _set_draws(rec: LayerRecorder, batch_size: int, sample_seed: int, batch_index: int, device) -> None:
+    """The ``sample:K`` draws of one batch, a function of ``(sample_seed, batch index)`` alone."""
+    if rec.mode == "sample":
+        rec.draw = _sample_draw(batch_size, rec.k, sample_seed, batch_index, device)
+    if rec.seq_mode == "sample":
+        rec.seq_draw = _sample_draw(batch_size, rec.seq_k, sample_seed, batch_index, device)
+
+
+def describe_layers(model: nn.Module, batch, layers=None, *, conv_mode: str = "positions", seq_mode: str = "tokens",
+                    layout=None, output_key=None, mask=None, input_fn=None, device=None) -> list:
+    """Run one batch and say how each chosen layer would be read, without reducing anything.
+
+    Returns one dict per layer: ``name``, ``type``, ``shape`` (the output after the batch
+    dimension), ``layout`` and ``reason`` (see the module docstring), ``rows`` (samples this batch
+    gives) and ``neurons``. Arguments as in :func:`extract`.
+    """
+    model = unwrap(model)
+    if device is not None:
+        model.to(device)
+    dev = _model_device(model)
+    rec = LayerRecorder(model, layers, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout, output_key=output_key)
+    with rec, _eval_mode(model), torch.no_grad():
+        call = batch_call(batch, input_fn, device=dev, float_dtype=_model_float_dtype(model))
+        rec.mask = batch_mask(batch, mask, device=dev)
+        if rec.samples_drawn:
+            _set_draws(rec, batch_size_of(*call), 0, 0, dev)
+        acts = _forward(rec, model, call, "model")
+    return [{"name": n, **rec.layouts[n], "rows": _n_samples(t), "neurons": _n_neurons(t)} for n, t in acts.items()]
 
 
 def _progress(iterable, enabled, desc):
@@ -372,8 +534,9 @@ def _eval_mode(*models):
 
 
 # ---------------------------------------------------------------------------------------------- one model
-def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "positions", device=None,
-            sample_seed: int = 0, max_batches: int | None = None, progress: bool = False) -> dict:
+def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "positions", seq_mode: str = "tokens",
+            layout=None, output_key=None, mask=None, input_fn=None, device=None, sample_seed: int = 0,
+            max_batches: int | None = None, progress: bool = False) -> LayerDict:
     """Activations of one model over a whole loader, in memory: ``{layer_name: ndarray (samples, neurons)}``.
 
     Parameters
@@ -381,15 +544,33 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
     model : torch.nn.Module
         Put in eval mode for the pass (its mode is restored afterwards); DataParallel is unwrapped.
     loader : iterable
-        Yields input tensors or ``(inputs, labels, ...)`` tuples (a DataLoader, a
-        :class:`~repmatch.nets.BatchLoader`, a list of tensors).
+        Yields input tensors or NumPy arrays, ``(inputs, labels, ...)`` tuples or dicts of keyword
+        inputs (``model(**batch)``): a DataLoader, a :class:`~repmatch.nets.BatchLoader`, a list.
     layers
         See :func:`resolve_layers`; default every ReLU.
     conv_mode : {"positions", "flatten", "avgpool", "sample:K"}
+        How (batch, channels, *spatial) outputs are read.
+    seq_mode : {"tokens", "cls", "mean", "last", "sample:K"}
+        How (batch, tokens, features) outputs are read (module docstring).
+    layout : None, "sequence", "channels" or {layer: layout}
+        How 3-D outputs are read; None decides by module type (module docstring).
+    output_key : None, str, int or {layer: key}
+        Which entry of a tuple/dict/dataclass module output is recorded (default
+        ``last_hidden_state`` or the first tensor).
+    mask : None, False, str or callable
+        The attention mask of each batch (default ``batch["attention_mask"]`` when present).
+    input_fn : callable, optional
+        ``input_fn(batch)`` -> the model's inputs (a tensor, a tuple of positional inputs or a dict
+        of keyword inputs).
     device : str or torch.device, optional
         Where to run; the model is moved there (``model.to(device)``). Default: the model's device.
     sample_seed : int
         Seed of the ``sample:K`` draws (the same seed and batches give the same positions).
+
+    Returns
+    -------
+    LayerDict
+        ``{layer: ndarray}`` with ``.layouts`` saying how each layer was read.
 
     Raises ValueError naming the layer and batch when a layer's output holds NaN or Inf (as
     :func:`reduce_pair` does). Use :func:`reduce_pair` to compare two networks without holding all
@@ -399,22 +580,27 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
     if device is not None:
         model.to(device)
     dev = _model_device(model)
+    dtype = _model_float_dtype(model)
     chunks: dict = {}
-    with LayerRecorder(model, layers, conv_mode=conv_mode) as rec, _eval_mode(model), torch.no_grad():
+    rec = LayerRecorder(model, layers, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout, output_key=output_key)
+    with rec, _eval_mode(model), torch.no_grad():
         for i, batch in enumerate(_progress(loader, progress, "extract")):
             if max_batches is not None and i >= max_batches:
                 break
-            x = _batch_input(batch).to(dev)
-            if rec.mode == "sample":
-                rec.draw = _sample_draw(x.shape[0], rec.k, sample_seed, i, dev)
-            for name, t in _forward(rec, model, x, "model").items():
+            call = batch_call(batch, input_fn, device=dev, float_dtype=dtype)
+            rec.mask = batch_mask(batch, mask, device=dev)
+            if rec.samples_drawn:
+                _set_draws(rec, batch_size_of(*call), sample_seed, i, dev)
+            for name, t in _forward(rec, model, call, "model").items():
                 rows = _rows(t)
                 if not np.isfinite(rows).all():  # refused as reduce_pair refuses it, naming the layer
                     check_finite(rows, f"layer {name!r} of model (batch {i})")
                 chunks.setdefault(name, []).append(rows)
     if not chunks:
         raise ValueError("loader yielded no batches")
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+    out = LayerDict((name, np.concatenate(parts)) for name, parts in chunks.items())
+    out.layouts = dict(rec.layouts)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- two models
@@ -424,17 +610,21 @@ def pair_key(layer_a: str, layer_b: str) -> str:
 
 
 def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
-                conv_mode: str = "positions", device=None, sample_seed: int = 0,
+                conv_mode: str = "positions", seq_mode: str = "tokens", layout=None, output_key=None, mask=None,
+                input_fn=None, input_fn_b=None, loader_b=None, device=None, sample_seed: int = 0,
                 max_batches: int | None = None, progress: bool = False):
     """Feed both models the same batches in the same order; yield ``(batch_index, acts_a, acts_b)``.
 
     ``acts_a``/``acts_b`` are ``{layer_name: float ndarray (samples, neurons)}`` for the current
     batch only, so any streaming statistic can consume them without holding the dataset's
-    activations. ``layers_b`` defaults to ``layers``. Hooks are removed when the generator is
-    exhausted, closed or garbage-collected, or when anything raises.
+    activations. ``layers_b`` defaults to ``layers``; the other arguments are those of
+    :func:`reduce_pair`. Hooks are removed when the generator is exhausted, closed or
+    garbage-collected, or when anything raises.
     """
-    raw = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
-                      sample_seed=sample_seed, max_batches=max_batches, progress=progress)
+    raw = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, seq_mode=seq_mode,
+                      layout=layout, output_key=output_key, mask=mask, input_fn=input_fn, input_fn_b=input_fn_b,
+                      loader_b=loader_b, device=device, sample_seed=sample_seed, max_batches=max_batches,
+                      progress=progress)
     try:
         for i, ta, tb in raw:
             yield i, {n: _rows(t) for n, t in ta.items()}, {n: _rows(t) for n, t in tb.items()}
@@ -442,12 +632,22 @@ def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         raw.close()
 
 
-def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mode="positions", device=None,
-                sample_seed=0, max_batches=None, progress=False, copy=True):
+def _sub(spec, names):
+    """The part of a ``{layer: value}`` argument that concerns ``names`` (other values unchanged)."""
+    return {k: v for k, v in spec.items() if k in names} if isinstance(spec, dict) else spec
+
+
+_END = object()
+
+
+def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mode="positions", seq_mode="tokens",
+                layout=None, output_key=None, mask=None, input_fn=None, input_fn_b=None, loader_b=None, device=None,
+                sample_seed=0, max_batches=None, progress=False, copy=True, layouts=None):
     """Like :func:`stream_pair` but yields the recorded tensors (positions kept as (B, C, L)).
 
     ``copy=False``: the tensors are views of the modules' outputs (checked intact after each
     forward pass, see :func:`_forward`), valid until the consumer asks for the next batch.
+    ``layouts``: a dict that receives ``{"a": ..., "b": ...}``, each network's layer layouts.
     """
     model_a, model_b = unwrap(model_a), unwrap(model_b)
     if device is not None:
@@ -456,22 +656,56 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
     dev = _model_device(model_a)
     if _model_device(model_b) != dev:
         raise ValueError(f"model_a is on {dev} but model_b is on {_model_device(model_b)}; pass device=")
-    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode, copy=copy)
-    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode, copy=copy)
+    names_a = resolve_layers(model_a, layers)
+    names_b = resolve_layers(model_b, layers if layers_b is None else layers_b)
+    check_layout_arg(layout, {**names_a, **names_b})
+    if isinstance(output_key, dict):
+        unknown = [k for k in output_key if k not in names_a and k not in names_b]
+        if unknown:
+            raise ValueError(f"output_key: {unknown} not among the chosen layers {sorted(set(names_a) | set(names_b))}")
+    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode, seq_mode=seq_mode, layout=_sub(layout, names_a),
+                          output_key=_sub(output_key, names_a), copy=copy)
+    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode, seq_mode=seq_mode,
+                          layout=_sub(layout, names_b), output_key=_sub(output_key, names_b), copy=copy)
+    if layouts is not None:
+        layouts["a"], layouts["b"] = rec_a.layouts, rec_b.layouts
+    dtype_a, dtype_b = _model_float_dtype(model_a), _model_float_dtype(model_b)
+    own_b = loader_b is not None or input_fn_b is not None
+    fn_b = input_fn_b if input_fn_b is not None else input_fn
+    it_b = iter(loader_b) if loader_b is not None else None
     with rec_a, rec_b, _eval_mode(model_a, model_b), torch.no_grad():
+        i = -1
         for i, batch in enumerate(_progress(loader, progress, "extract")):
             if max_batches is not None and i >= max_batches:
+                it_b = None  # stopped early on purpose: loader_b need not be exhausted
                 break
-            x = _batch_input(batch).to(dev)
-            if rec_a.mode == "sample":
-                rec_a.draw = rec_b.draw = _sample_draw(x.shape[0], rec_a.k, sample_seed, i, dev)
-            acts_a = _forward(rec_a, model_a, x, "model_a")
-            acts_b = _forward(rec_b, model_b, x, "model_b")
+            batch_b = batch
+            if it_b is not None:
+                batch_b = next(it_b, _END)
+                if batch_b is _END:
+                    raise ValueError(f"loader_b yielded fewer batches than loader (ran out at batch {i})")
+            call_a = batch_call(batch, input_fn, device=dev, float_dtype=dtype_a, tag="loader")
+            call_b = batch_call(batch_b, fn_b, device=dev, float_dtype=dtype_b,
+                                tag="loader_b" if loader_b is not None else "loader") if own_b else call_a
+            rec_a.mask = batch_mask(batch, mask, device=dev)
+            rec_b.mask = batch_mask(batch_b, mask, device=dev) if own_b else rec_a.mask
+            if rec_a.samples_drawn or own_b:
+                n_a = batch_size_of(*call_a)
+                if own_b and batch_size_of(*call_b) != n_a:
+                    raise ValueError(f"batch {i}: model_a's inputs hold {n_a} samples but model_b's hold "
+                                     f"{batch_size_of(*call_b)}; both networks must see the same samples in the "
+                                     "same order")
+                _set_draws(rec_a, n_a, sample_seed, i, dev)
+                _set_draws(rec_b, n_a, sample_seed, i, dev)
+            acts_a = _forward(rec_a, model_a, call_a, "model_a")
+            acts_b = _forward(rec_b, model_b, call_b, "model_b")
             changed = rec_a.modified(acts_a)  # model_b's pass wrote into model_a's outputs (shared storage)
             if changed:
                 rec_a.copy_layers.update(changed)
-                acts_a = _forward(rec_a, model_a, x, "model_a")
+                acts_a = _forward(rec_a, model_a, call_a, "model_a")
             yield i, acts_a, acts_b
+        if it_b is not None and i >= 0 and next(it_b, _END) is not _END:
+            raise ValueError(f"loader_b yielded more batches than loader ({i + 1})")
 
 
 def _resolve_pairs(names_a, names_b, pairs) -> list:
@@ -524,10 +758,11 @@ class _ChunkWriter:
 
 
 def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, layers_b=None,
-                pairs="same", conv_mode: str = "positions", device=None, method: str = "gram",
-                sample_seed: int = 0, save=None, save_npz=None, max_batches: int | None = None,
-                progress: bool = False, metadata: dict | None = None, overlap: bool | None = None,
-                threads: int | None = None, reduction_device=None) -> dict:
+                pairs="same", conv_mode: str = "positions", seq_mode: str = "tokens", layout=None,
+                output_key=None, mask=None, input_fn=None, input_fn_b=None, loader_b=None, device=None,
+                method: str = "gram", sample_seed: int = 0, save=None, save_npz=None,
+                max_batches: int | None = None, progress: bool = False, metadata: dict | None = None,
+                overlap: bool | None = None, threads: int | None = None, reduction_device=None) -> LayerDict:
     """Stream two networks over the same batches straight into :class:`~repmatch.Reduction` objects.
 
     Parameters
@@ -542,8 +777,14 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         of A against every layer of B (key ``pair_key(a, b)`` = ``"a|b"``), for a layer x layer
         heatmap; with ``conv_mode="positions"`` only layers with equal spatial size can be paired
         (``sample:K`` pairs any two conv layers; ``avgpool``/``flatten`` pair anything).
-    conv_mode, device, sample_seed
-        As in :func:`extract`.
+    conv_mode, seq_mode, layout, output_key, mask, input_fn, device, sample_seed
+        As in :func:`extract`; ``input_fn`` and ``mask`` apply to both networks.
+    input_fn_b : callable, optional
+        Network B's own ``input_fn`` (default ``input_fn``), when the two need different inputs.
+    loader_b : iterable, optional
+        Network B's own loader, yielding the same samples as ``loader`` in the same order and
+        batches (its own preprocessing or tokenisation); a different number of batches or of
+        samples in a batch is a ValueError. Default: ``loader`` feeds both.
     method : {"gram", "qr"}
         Passed to :class:`~repmatch.Reduction`.
     save : path, optional
@@ -576,14 +817,16 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
 
     Returns
     -------
-    dict
-        ``{key: Reduction}`` with X = model A's layer, Y = model B's layer. Save it with
+    LayerDict
+        ``{key: Reduction}`` with X = model A's layer, Y = model B's layer, and ``.layouts``
+        (``{"a": {layer: info}, "b": ...}``, how each layer was read). Save it with
         :func:`repmatch.io.save_reductions`.
     """
     rec_names_a = list(resolve_layers(unwrap(model_a), layers))
     rec_names_b = list(resolve_layers(unwrap(model_b), layers if layers_b is None else layers_b))
     plan = _resolve_pairs(rec_names_a, rec_names_b, pairs)
     parse_conv_mode(conv_mode)  # validate before any work
+    parse_seq_mode(seq_mode)
     red_device = _reduction_device(reduction_device, device, model_a)
     cores = available_cores()
     if overlap is None:
@@ -598,7 +841,7 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     if save_npz is not None:
         if isinstance(save_npz, (str, os.PathLike)) or len(save_npz) != 2:
             raise ValueError("save_npz must be a pair of paths (path_a, path_b)")
-    meta = {"conv_mode": conv_mode, "sample_seed": int(sample_seed), **(metadata or {})}
+    meta = {"conv_mode": conv_mode, "seq_mode": seq_mode, "sample_seed": int(sample_seed), **(metadata or {})}
     tmpdir = None
     if save is None and save_npz is not None:
         npz_dir = os.path.dirname(os.path.abspath(os.fspath(save_npz[0])))
@@ -606,11 +849,14 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         tmpdir = tempfile.TemporaryDirectory(dir=npz_dir, prefix=".repmatch-chunks-")
     writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
         if (save is not None or tmpdir is not None) else None
-    reductions: dict = {}
+    reductions = LayerDict()
+    layouts: dict = {}
     # Without overlap each batch is reduced before the next forward pass, straight from the
     # modules' outputs (no copy; checked intact through their version counters).
-    stream = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, device=device,
-                         sample_seed=sample_seed, max_batches=max_batches, progress=progress, copy=overlap)
+    stream = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, seq_mode=seq_mode,
+                         layout=layout, output_key=output_key, mask=mask, input_fn=input_fn, input_fn_b=input_fn_b,
+                         loader_b=loader_b, device=device, sample_seed=sample_seed, max_batches=max_batches,
+                         progress=progress, copy=overlap, layouts=layouts)
     split = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="repmatch-split") \
         if threads > 1 and red_device is None else None
     pool = (split, threads) if split is not None else None
@@ -652,9 +898,10 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                 if na != nb:
                     raise ValueError(
                         f"layer {la!r} of model_a gives {na} samples per batch but layer {lb!r} of model_b "
-                        f"gives {nb} with conv_mode={conv_mode!r} (different spatial sizes, or a conv "
-                        "layer against a fully connected one, which 'sample:K' does not sample); use "
-                        "conv_mode='avgpool' or 'flatten' to compare them")
+                        f"gives {nb} with conv_mode={conv_mode!r}, seq_mode={seq_mode!r} (different spatial "
+                        "sizes or token counts, or a conv layer against a fully connected one, which 'sample:K' "
+                        "does not sample); use conv_mode='avgpool' or 'flatten', or seq_mode='mean', 'cls' or "
+                        "'last', to compare them")
                 if key not in reductions:
                     reductions[key] = Reduction(_n_neurons(ta), _n_neurons(tb), method=method, device=red_device)
             # on this thread: copies from a GPU are made on the stream the forward pass ran on
@@ -671,7 +918,9 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
             pending = None
         if not reductions:
             raise ValueError("loader yielded no batches")
+        reductions.layouts = {k: dict(v) for k, v in layouts.items()}
         if writer is not None:
+            writer.meta["layouts"] = reductions.layouts
             writer.finish()
             if save_npz is not None:
                 saved_to_npz(writer.dir, "a", save_npz[0])

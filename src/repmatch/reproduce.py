@@ -59,7 +59,7 @@ UNTRAINED_SEED_OFFSET = 1000
 #: Part of every cache hash; bump it when the computation of a unit changes so that old caches are recomputed.
 UNIT_VERSION = 2
 #: Default epochs per architecture family, chosen to reach decent accuracy quickly on a CPU.
-_DEFAULT_EPOCHS = {"smallcnn": 10}
+_DEFAULT_EPOCHS = {"smallcnn": 10, "vit-tiny": 10, "char-tiny": 10}
 
 
 def _canonical_arch(arch) -> str:
@@ -112,10 +112,16 @@ class ReproduceConfig:
         from .nets.datasets import _canonical
 
         self.arch = _canonical_arch(self.arch)
+        from .nets.text import TEXT_DATASETS
+
         try:
             self.dataset = _canonical(self.dataset)
         except ValueError:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}") from None
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS + TEXT_DATASETS)}; got {self.dataset!r}") from None
+
+        if (self.arch == "char-tiny") != (self.dataset in TEXT_DATASETS):
+            raise ValueError(f"dataset {self.dataset} does not fit arch {self.arch}: char-tiny is trained on the text "
+                             f"datasets {', '.join(TEXT_DATASETS)}, every other architecture on images")
         seeds = list(self.seeds) if not isinstance(self.seeds, (int, str)) else [self.seeds]
         if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
             raise ValueError(f"seeds must be non-negative integers, got {self.seeds!r}")
@@ -494,9 +500,12 @@ def run(config: ReproduceConfig) -> dict:
 
 def _run(config: ReproduceConfig, readonly: bool) -> dict:
     from . import activations
-    from .io import save_reductions
-    from .nets import BatchLoader, CheckpointError, UnsafeCheckpointError, build_model, load_checkpoint, \
-        load_dataset, read_checkpoint, train_seeds
+    from .io import load_reductions, save_reductions
+    from .nets import CheckpointError, UnsafeCheckpointError, build_model, load_checkpoint, read_checkpoint, \
+        train_seeds
+    from .nets.evaluation import evaluation_data
+    from .nets.training import recipe_text
+    from .nets.transformers import comparison_layers, is_transformer, layer_labels
 
     cfg = config
     t_start = time.perf_counter()
@@ -558,20 +567,20 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
     info0 = infos[cfg.seeds[0]]
     data_info = info0["data"]
 
-    # ---- 2. the test images, preprocessed exactly as in training (as `repmatch extract` does).
-    data = load_dataset(cfg.dataset, cfg.data_dir, image_size=data_info["image_size"], n_train=cfg.n_train,
-                        n_test=cfg.n_test)
-    data.mean = np.asarray(data_info["mean"], dtype=np.float32)
-    data.std = np.asarray(data_info["std"], dtype=np.float32)
-    n_test = len(data.y_test)
+    # ---- 2. the test images (or text windows), preprocessed exactly as in training (as `repmatch extract` does).
+    n_test, loader = evaluation_data(data_info, dataset=cfg.dataset, data_dir=cfg.data_dir, n_train=cfg.n_train,
+                                     n_test=cfg.n_test, batch_size=cfg.batch_size)
     half = n_test // 2
 
-    def loader(lo, hi):
-        return BatchLoader(data.x_test[lo:hi], data.y_test[lo:hi], data.mean, data.std, batch_size=cfg.batch_size)
-
     data_key = {"dataset": cfg.dataset, "n_test": n_test, "n_train": cfg.n_train, "image_size": data_info["image_size"],
-                "batch_size": cfg.batch_size}
-    layer_names = list(activations.resolve_layers(models[cfg.seeds[0]]))
+                "batch_size": cfg.batch_size, **({"text_sha256": data_info["sha256"]} if "sha256" in data_info else {})}
+    # CNNs: every ReLU; transformers: every block's MLP activation and output (every token a sample).
+    model0 = models[cfg.seeds[0]]
+    layer_names = comparison_layers(model0) if is_transformer(model0) else list(activations.resolve_layers(model0))
+    labels = layer_labels(model0) if is_transformer(model0) else {}
+    # How each layer's output is read (sequence or channels, and why), from one batch: results.json says it.
+    layouts = {d["name"]: d for d in activations.describe_layers(model0, next(iter(loader(0, min(n_test, 8)))),
+                                                                 layer_names)}
 
     def untrained(b):
         model = build_model(seed=UNTRAINED_SEED_OFFSET + b, **info0["model_kwargs"]).to(cfg.device)
@@ -631,9 +640,9 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
             cache.need(f"{os.path.basename(path)} is not cached")
             _say(cfg, f"sampling rows of seeds {a} and {b} for the shuffled null")
             xa = activations.extract(models[a], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
-                                     device=cfg.device, sample_seed=0)
+                                     seq_mode=f"sample:{k}", device=cfg.device, sample_seed=0)
             xb = activations.extract(models[b], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
-                                     device=cfg.device, sample_seed=0)
+                                     seq_mode=f"sample:{k}", device=cfg.device, sample_seed=0)
             arrs = {layer: (np.asarray(xa[layer], dtype=np.float32)[:cfg.sample_rows].astype(np.float64),
                             np.asarray(xb[layer], dtype=np.float32)[:cfg.sample_rows].astype(np.float64))
                     for layer in layer_names}
@@ -699,7 +708,8 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
 
             _say(cfg, f"layer x layer heatmap, seed {a} vs seed {b} (avgpool)")
             reds = activations.reduce_pair(models[a], models[b], loader(0, n_test), layer_names, pairs="all",
-                                           conv_mode="avgpool", device=cfg.device, progress=cfg.progress)
+                                           conv_mode="avgpool", seq_mode="mean", device=cfg.device,
+                                           progress=cfg.progress)
             M = np.full((len(layer_names), len(layer_names)), np.nan)
             keys = list(reds)
             for key in keys:
@@ -716,7 +726,8 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
     for layer in layer_names:
         s = first[layer]["subspace"]
         layers_info.append({"name": layer, "n_units": s["n_x"], "n_samples": s["n_samples"],
-                            "samples_per_neuron": s["samples_per_neuron"]})
+                            "samples_per_neuron": s["samples_per_neuron"], "label": labels.get(layer, layer),
+                            "layout": layouts[layer]["layout"], "layout_reason": layouts[layer]["reason"]})
     networks = {}
     for s in cfg.seeds:
         inf = infos[s]
@@ -739,6 +750,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
                  "split_for_sparse": [half, n_test - half]},
         "networks": networks,
         "layers": layers_info,
+        "recipe": recipe_text(info0["config"]),
         "results": results_pairs,
         "heatmap": heat,
         "provenance": {"computed": list(cache.computed), "reused": list(cache.reused),

@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--list-layers", action="store_true", help="print the layers of the first checkpoint and exit")
     p.add_argument("--conv-mode", default="positions",
                    help="positions (default), flatten, avgpool or sample:K")
+    p.add_argument("--seq-mode", default="tokens",
+                   help="how (batch, tokens, features) layers are read: tokens (default: every token a sample), cls, "
+                        "mean, last or sample:K")
+    p.add_argument("--layout", choices=("auto", "sequence", "channels"), default="auto",
+                   help="how 3-D outputs are read: auto (default: by module type, reported), sequence (batch, tokens, "
+                        "features) or channels (batch, channels, positions)")
     p.add_argument("--sample-seed", type=int, default=None, help="seed of the sample:K positions (default 0)")
     p.add_argument("--pairs", choices=("same", "all"), default="same",
                    help="same: layer l of A vs l of B (default); all: every layer of A vs every layer of B")
@@ -51,7 +57,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     try:
         from .. import activations
-        from ..io import save_reductions
         from ..nets import load_checkpoint, load_dataset
     except ImportError as exc:
         raise ValueError(str(exc)) from exc
@@ -70,6 +75,10 @@ def run(args) -> int:
             print(f"{i:>4}  {name:<30} {kind}")
         return 0
     data_info = infos[0]["data"]
+    layout = None if args.layout == "auto" else args.layout
+    args.sample_seed = 0 if args.sample_seed is None else args.sample_seed
+    if data_info.get("kind") == "text":  # char-tiny: windows of the corpus it was trained on
+        return _run_text(args, models, infos, ckpts, layout)
     for other, path in zip(infos[1:], ckpts[1:]):
         shape = (other["data"]["image_size"], other["data"]["in_channels"])
         if shape != (data_info["image_size"], data_info["in_channels"]):
@@ -85,7 +94,6 @@ def run(args) -> int:
                          f"{data_info['in_channels']}")
     import numpy as np
 
-    args.sample_seed = 0 if args.sample_seed is None else args.sample_seed
     # Preprocess exactly as in training: the checkpoint's normalisation, not the new dataset's.
     data.mean = np.asarray(data_info["mean"], dtype=np.float32)
     data.std = np.asarray(data_info["std"], dtype=np.float32)
@@ -97,14 +105,22 @@ def run(args) -> int:
             "test_acc": [float(i.get("test_acc", float("nan"))) for i in infos],
             "epochs": [int(i.get("epoch", 0)) for i in infos], "seeds": [i["config"]["seed"] for i in infos],
             "arch": [i["config"]["arch"] for i in infos]}
+    return _extract_and_write(args, models, loader, layers, layout, meta, activations)
+
+
+def _extract_and_write(args, models, loader, layers, layout, meta, activations) -> int:
+    from ..io import save_reductions
+
+    meta = {**meta, "seq_mode": args.seq_mode}
     if len(models) == 1:
         if not args.save_npz or len(args.save_npz) != 1 or args.out or args.save:
             raise ValueError("with one --checkpoint give exactly --save-npz PATH (reductions need two networks)")
-        acts = activations.extract(models[0], loader, layers, conv_mode=args.conv_mode, sample_seed=args.sample_seed,
-                                   progress=not args.quiet)
+        acts = activations.extract(models[0], loader, layers, conv_mode=args.conv_mode, seq_mode=args.seq_mode,
+                                   layout=layout, sample_seed=args.sample_seed, progress=not args.quiet)
         activations.save_activations_npz(acts, args.save_npz[0])
         for layer, a in acts.items():
-            print(f"{layer:<30} {a.shape[0]:>10} samples x {a.shape[1]:>5} neurons")
+            print(f"{layer:<30} {a.shape[0]:>10} samples x {a.shape[1]:>5} neurons  "
+                  f"({acts.layouts[layer]['layout']}: {acts.layouts[layer]['reason']})")
         print(f"wrote {args.save_npz[0]}", file=sys.stderr)
         return 0
     if not (args.out or args.save or args.save_npz):
@@ -112,13 +128,15 @@ def run(args) -> int:
     if args.save_npz and len(args.save_npz) != 2:
         raise ValueError(f"--save-npz: give two paths (network A, network B), got {len(args.save_npz)}")
     reds = activations.reduce_pair(models[0], models[1], loader, layers, pairs=args.pairs, conv_mode=args.conv_mode,
-                                   method=args.method or "gram", sample_seed=args.sample_seed, save=args.save,
+                                   seq_mode=args.seq_mode, layout=layout, method=args.method or "gram",
+                                   sample_seed=args.sample_seed, save=args.save,
                                    save_npz=args.save_npz, progress=not args.quiet, metadata=meta,
                                    overlap={None: None, "auto": None, "on": True, "off": False}[args.overlap],
                                    threads=args.threads)
-    print(f"{'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}")
+    print(f"{'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}  layout (A)")
     for key, r in reds.items():
-        print(f"{key:<40} {r.n_x:>6} {r.n_y:>6} {r.n_samples:>10}")
+        info = reds.layouts["a"].get(key.partition("|")[0], {})
+        print(f"{key:<40} {r.n_x:>6} {r.n_y:>6} {r.n_samples:>10}  {info.get('layout', '?')}: {info.get('reason', '?')}")
     if args.out:
         save_reductions(args.out, reds, metadata=meta)
         print(f"wrote {args.out}  (compare with: repmatch compare {args.out})", file=sys.stderr)
@@ -143,8 +161,13 @@ def _check_arguments(args, activations) -> None:
         mode, _ = activations.parse_conv_mode(args.conv_mode)
     except ValueError as exc:
         raise ValueError(f"--conv-mode: {exc}") from None
-    if args.sample_seed is not None and mode != "sample":
-        raise ValueError(f"--sample-seed applies to --conv-mode sample:K only, not {args.conv_mode}")
+    try:
+        seq, _ = activations.parse_seq_mode(args.seq_mode)
+    except ValueError as exc:
+        raise ValueError(f"--seq-mode: {exc}") from None
+    if args.sample_seed is not None and mode != "sample" and seq != "sample":
+        raise ValueError(f"--sample-seed applies to --conv-mode sample:K or --seq-mode sample:K only, not "
+                         f"{args.conv_mode} / {args.seq_mode}")
     if len(args.checkpoint) == 1:
         if not args.save_npz or len(args.save_npz) != 1 or args.out or args.save:
             raise ValueError("with one --checkpoint give exactly --save-npz PATH (reductions need two networks)")
@@ -168,3 +191,22 @@ def _check_arguments(args, activations) -> None:
         raise ValueError(f"--save-npz: the two paths are the same file ({args.save_npz[0]})")
     if args.save:
         output_dir(args.save, "--save")
+
+
+def _run_text(args, models, infos, ckpts, layout) -> int:
+    """``repmatch extract`` on char-tiny checkpoints: test (or training-text) windows of their corpus."""
+    from .. import activations
+    from ..nets.evaluation import evaluation_data
+
+    if args.split != "test":
+        raise ValueError("--split: text checkpoints are compared on the test windows of their corpus only")
+    for other, path in zip(infos[1:], ckpts[1:]):
+        if other["data"].get("sha256") != infos[0]["data"].get("sha256"):
+            raise ValueError(f"--checkpoint: {path} was trained on another text than {ckpts[0]}")
+    n, make = evaluation_data(infos[0]["data"], n_test=args.n_images, batch_size=args.batch_size)
+    loader = make(0, n)
+    meta = {"checkpoints": [os.path.abspath(c) for c in ckpts], "dataset": infos[0]["data"]["name"],
+            "split": "test", "n_windows": n, "conv_mode": args.conv_mode, "pairs": args.pairs,
+            "sample_seed": args.sample_seed, "layers": args.layers, "seeds": [i["config"]["seed"] for i in infos],
+            "arch": [i["config"]["arch"] for i in infos]}
+    return _extract_and_write(args, models, loader, args.layers, layout, meta, activations)

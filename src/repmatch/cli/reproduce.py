@@ -21,8 +21,10 @@ def add_parser(sub) -> None:
         ),
     )
     p.add_argument("--arch", default="small-cnn",
-                   help="architecture (default small-cnn), e.g. vgg11, vgg16_bn, plain20, resnet20")
-    p.add_argument("--dataset", default="digits", help="digits (default, bundled), mnist, fashion-mnist or cifar10")
+                   help="architecture (default small-cnn), e.g. vgg11, vgg16_bn, plain20, resnet20, vit-tiny; char-tiny "
+                        "with --dataset python-docs")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (default, bundled), mnist, fashion-mnist, cifar10, or python-docs (text, for char-tiny)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                    help="at least two seeds; every pair is compared (default 0 1 2)")
     p.add_argument("--epochs", type=int, help="training epochs (default 10 for small-cnn, 30 otherwise)")

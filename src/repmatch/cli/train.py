@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         help="train one network per seed (seeded, deterministic, resumable)",
         description=(
             "Train ARCH on DATASET once per seed with the authors' recipe (SGD momentum 0.9, weight decay 5e-4, "
-            "batch 128, lr 0.1 or 0.05 for vgg16, x0.1 at 50%% and 75%% of the epochs). Each seed writes "
+            "batch 128, lr 0.1 or 0.05 for vgg16, x0.1 at 50%% and 75%% of the epochs; the transformers vit-tiny and char-tiny: AdamW, lr 1e-3, weight decay 0.05). Each seed writes "
             "OUT/seed<k>/last.pt (every epoch), best.pt (best test accuracy) and train.json. Rerunning the same "
             "command after an interruption resumes from the last completed epoch. Needs PyTorch."
         ),
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, help="base learning rate (default 0.1; 0.05 for vgg16)")
     p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, help="default 5e-4 (SGD, the CNNs) or 0.05 (AdamW, the transformers)")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/seed<k>/last.pt exists")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")

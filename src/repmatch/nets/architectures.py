@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .transformers import TRANSFORMER_ARCHS, build_transformer
+
 __all__ = ["ARCHITECTURES", "VGG_CONFIGS", "build_model", "init_weights", "VGG", "CifarResNet", "SmallCNN",
            "input_size_for"]
 
@@ -39,6 +41,7 @@ VGG_CONFIGS = {
 ARCHITECTURES = tuple(
     [k for k in VGG_CONFIGS] + [k + "_bn" for k in VGG_CONFIGS]
     + [f"plain{d}" for d in (20, 32, 44, 56)] + [f"resnet{d}" for d in (20, 32, 44, 56)] + ["smallcnn"]
+    + list(TRANSFORMER_ARCHS)  # repmatch.nets.transformers: vit-tiny (images), char-tiny (text)
 )
 
 
@@ -180,7 +183,7 @@ def input_size_for(arch: str, image_size: int) -> int:
         return max(32, -(-image_size // 32) * 32)
     if arch == "smallcnn":
         return max(4, image_size)
-    return image_size
+    return image_size  # the transformers take the native size (vit-tiny: a multiple of its patch size)
 
 
 def _spelling(name: str) -> str:
@@ -196,11 +199,14 @@ def _check_arch(arch) -> str:
 
 
 def build_model(arch: str, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
-                width: float = 1.0, seed: int | None = None) -> nn.Module:
+                width: float = 1.0, seed: int | None = None, **options) -> nn.Module:
     """Build and initialise one of :data:`ARCHITECTURES`.
 
     With ``seed`` the initial weights are a function of the seed alone (the global torch RNG is
     forked, so the caller's random state is left untouched); without it they come from the global RNG.
+    ``options`` configure the transformers (:mod:`repmatch.nets.transformers`): ``depth``, ``dim``,
+    ``heads``, ``mlp_ratio``, ``patch_size`` (vit-tiny), ``context`` (char-tiny, whose
+    ``num_classes`` is the vocabulary size); the CNNs take none.
     """
     from .._validate import check_positive_int
 
@@ -211,7 +217,13 @@ def build_model(arch: str, *, num_classes: int = 10, in_channels: int = 3, image
     if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
         raise ValueError(f"width must be a positive number, got {width!r}")
 
+    if options and arch not in TRANSFORMER_ARCHS:
+        raise ValueError(f"{arch} takes no options {sorted(options)} (only the transformers {TRANSFORMER_ARCHS} do)")
+
     def make():
+        if arch in TRANSFORMER_ARCHS:  # their own initialisation (repmatch.nets.transformers)
+            return build_transformer(arch, num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                                     width=width, **options)
         if arch.startswith("vgg"):
             name, bn = (arch[:-3], True) if arch.endswith("_bn") else (arch, False)
             return VGG(VGG_CONFIGS[name], batch_norm=bn, num_classes=num_classes, in_channels=in_channels,
@@ -222,8 +234,12 @@ def build_model(arch: str, *, num_classes: int = 10, in_channels: int = 3, image
                                in_channels=in_channels, width=width)
         return SmallCNN(num_classes=num_classes, in_channels=in_channels, image_size=image_size, width=width)
 
+    def made():
+        model = make()
+        return model if arch in TRANSFORMER_ARCHS else init_weights(model)
+
     if seed is None:
-        return init_weights(make())
+        return made()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return init_weights(make())
+        return made()

@@ -225,12 +225,15 @@ def find_dataset_dir(name: str, data_dir=None) -> str:
 
 
 def _canonical(name) -> str:
+    from .text import TEXT_DATASETS
+
+    every = DATASETS + TEXT_DATASETS
     if not isinstance(name, str):
-        raise ValueError(f"dataset must be a string, one of {DATASETS}; got {name!r}")
+        raise ValueError(f"dataset must be a string, one of {every}; got {name!r}")
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}; got {name!r}")
+    if key not in every:
+        raise ValueError(f"dataset must be one of {every}; got {name!r}")
     return key
 
 
@@ -429,6 +432,10 @@ def load_dataset(name: str, data_dir=None, *, image_size: int | None = None, fit
         With every directory looked in and how to obtain the files.
     """
     name = _canonical(name)
+    from .text import TEXT_DATASETS, load_text_dataset
+
+    if name in TEXT_DATASETS:  # a character corpus for the text transformer (repmatch.nets.text)
+        return load_text_dataset(name, n_train=n_train, n_test=n_test)
     if name == "digits":
         try:
             from sklearn.datasets import load_digits

@@ -196,6 +196,10 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
         return saved["svg_text"], files
 
     n_pairs, layers = len(v.pairs), v.layers
+    # Display names: transformer layers are labelled by block ("block 2 MLP (GELU)"), CNN layers by module.
+    label = {L["name"]: L.get("label", L["name"]) for L in res["layers"]}
+    shown = [label[L] for L in layers]
+    sequence = any(L.get("layout") == "sequence" for L in res["layers"])
     first_layer, mid_layer = layers[0], layers[len(layers) // 2]
     pair_txt = ", ".join(f"({a}, {b})" for a, b in v.pairs)
     idx = [_eps_index(v.grid, e) for e in v.authors]
@@ -223,32 +227,44 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     # -- setup
     rep.section(SECTIONS[1], "setup")
     d = res["data"]
+    if d.get("kind") == "text":
+        data_row = (f"{d.get('name', cfg['dataset'])} ({d.get('source', '?')}, sha256 {str(d.get('sha256'))[:12]}...): "
+                    f"{d.get('n_train', '?')} random training windows per epoch from {d.get('train_chars', '?')} "
+                    f"characters, {d['n_test_used']} test windows of {d.get('context', '?')} characters from the last "
+                    f"{d.get('test_chars', '?')}; {d.get('num_classes', '?')} distinct characters")
+    else:
+        data_row = (f"{d.get('name', cfg['dataset'])}: {d.get('n_train', '?')} training, {d['n_test_used']} test images "
+                    f"({d.get('image_size', '?')}px, {d.get('in_channels', '?')} channel(s))")
     rep.table(["item", "value"], [
         ["architecture", cfg["arch"] + (f" (width x{cfg['width']:g})" if cfg["width"] != 1 else "")],
-        ["dataset", f"{d.get('name', cfg['dataset'])}: {d.get('n_train', '?')} training, {d['n_test_used']} test images "
-                    f"({d.get('image_size', '?')}px, {d.get('in_channels', '?')} channel(s))"],
-        ["training", f"{cfg['epochs']} epochs, SGD momentum 0.9, weight decay 5e-4, the authors' recipe; "
-                     "best test-accuracy checkpoint used"],
+        ["dataset", data_row],
+        ["training", res.get("recipe", f"{cfg['epochs']} epochs, SGD momentum 0.9, weight decay 5e-4, the authors' "
+                     "recipe") + "; best test-accuracy checkpoint used"
+                     + ("; accuracy = next-character accuracy over every position" if d.get("kind") == "text" else "")],
         ["seeds / pairs", f"{', '.join(map(str, res['seeds']))} / {pair_txt}"],
         ["test accuracy", ", ".join(f"seed {s}: {n['test_acc']:.3f} (epoch {n['best_epoch']})"
                                     for s, n in res["networks"].items())],
-        ["activations", f"every ReLU, conv mode '{cfg['conv_mode']}' (every spatial position is a sample) on the "
-                        "test images; sparse prediction fits on the first half of them and is scored on the second"],
+        ["activations", ("every block's MLP activation (GELU) and output; every token of every test input is a sample "
+                         "and every feature a neuron (sequence layout, seq mode 'tokens')" if sequence else
+                         f"every ReLU, conv mode '{cfg['conv_mode']}' (every spatial position is a sample)")
+                        + " on the test inputs; sparse prediction fits on the first half of them and is scored on the "
+                          "second"],
         ["ε grid", f"{len(v.grid)} values in [{min(v.grid):g}, {max(v.grid):g}]; the authors' "
                    f"{', '.join(f'{e:g}' for e in v.authors)} marked; simple matches at ε = {cfg['simple_eps']:g}"],
         ["nulls", f"untrained networks; shuffled rows with {cfg['permutations']} permutations on an in-memory sample "
                   f"of up to {cfg['sample_rows']} rows per layer (sampled positions, with replacement)"],
         ["versions", ", ".join(f"{k} {val}" for k, val in res["versions"].items() if k != "platform")],
     ])
-    rep.table(["layer", "units", "samples", "samples per neuron", "dead units (A / B, mean)"],
-              [[L["name"], L["n_units"], L["n_samples"], _f(L["samples_per_neuron"], 1),
+    rep.table(["layer", "module", "layout", "units", "samples", "samples per neuron", "dead units (A / B, mean)"],
+              [[label[L["name"]], L["name"], f"{L.get('layout', '–')} ({L.get('layout_reason', '–')})", L["n_units"],
+                L["n_samples"], _f(L["samples_per_neuron"], 1),
                 f"{v.mean(L['name'], 'subspace', lambda u: u['dead_x']):.1f} / "
                 f"{v.mean(L['name'], 'subspace', lambda u: u['dead_y']):.1f}"] for L in res["layers"]],
-              caption="Layers compared (every ReLU, input to output)")
+              caption="Layers compared, input to output (layout: how the output was read, and why)")
     # -- headline
     rep.section(SECTIONS[2], "headline")
     svg, files = save(plots.fig_similarity_vs_depth(
-        layers, v.authors, trained, {"untrained": untrained, "shuffled": shuffled},
+        shown, v.authors, trained, {"untrained": untrained, "shuffled": shuffled},
         title=f"Maximum match similarity against depth ({cfg['arch']}, {cfg['dataset']}, {n_pairs} pairs)"),
         "similarity_vs_depth")
     rep.figure(svg, "Maximum match similarity of the same layer in two networks, for each of the authors' ε "
@@ -256,7 +272,7 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
                "network null (darker, hatched) and the shuffled-row null (lighter).", files=files)
     rows = []
     for j, L in enumerate(layers):
-        row = [L]
+        row = [label[L]]
         for k, e in enumerate(v.authors):
             ps = [v.unit(i, L, "shuffled")["similarity_p"][idx[k]] for i in range(n_pairs)]
             row.append(f"{_f(np.nanmean(trained[:, j, k]))} ({_f(np.nanmean(untrained[:, j, k]))} | "
@@ -319,7 +335,7 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     bip = np.array([[v.unit(i, L, "alignment")["bipartite_mean"] for L in layers] for i in range(n_pairs)], dtype=float)
     bnull = np.array([[v.unit(i, L, "shuffled")["bipartite_match"]["null_mean"] for L in layers]
                       for i in range(n_pairs)], dtype=float)
-    svg, files = save(plots.fig_matching_vs_depth(layers, semi, bip, bnull), "matching_vs_depth")
+    svg, files = save(plots.fig_matching_vs_depth(shown, semi, bip, bnull), "matching_vs_depth")
     rep.figure(svg, "Mean correlation of each unit with its partner: semi-matching (best partner, may repeat) and "
                "bipartite matching (one-to-one). Where the bipartite value falls well below the semi value, "
                "units do not pair up one to one. Grey: shuffled-row null of the bipartite value.", files=files)
@@ -327,7 +343,7 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     for L in layers:
         g = lambda name, key: v.mean(L, name, lambda u: u[key])  # noqa: E731
         sh = lambda key, f: v.mean(L, "shuffled", lambda u: u[key][f])  # noqa: E731
-        rows.append([L, _f(g("alignment", "semi_mean")), _f(g("untrained", "semi_mean")),
+        rows.append([label[L], _f(g("alignment", "semi_mean")), _f(g("untrained", "semi_mean")),
                      f"{_f(sh('semi_match', 'null_mean'))} (p≤{_p(max(_nan(v.unit(i, L, 'shuffled')['semi_match']['p_value']) for i in range(n_pairs)))})",
                      _f(g("alignment", "bipartite_mean")), _f(g("untrained", "bipartite_mean")),
                      f"{_f(sh('bipartite_match', 'null_mean'))} (p≤{_p(max(_nan(v.unit(i, L, 'shuffled')['bipartite_match']['p_value']) for i in range(n_pairs)))})",

@@ -491,7 +491,7 @@ def test_flags_that_cannot_apply(acts, nets, tmp_path, previous):
         (("extract", "--checkpoint", one, "--save-npz", tmp_path / "x.npz", "--pairs", "all"),
          "--pairs all: applies to reductions of two networks", "--save-npz"),
         (("extract", "--checkpoint", one, "--save-npz", tmp_path / "x.npz", "--sample-seed", "3"),
-         "--sample-seed applies to --conv-mode sample:K only"),
+         "--sample-seed applies to --conv-mode sample:K or --seq-mode sample:K only"),
     ]
     for argv, *fragments in cases:
         assert_error(cli(*argv, cwd=tmp_path), argv[0], *fragments)

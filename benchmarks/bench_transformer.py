@@ -25,19 +25,7 @@ import sys
 import time
 
 
-def _threads_from_argv(argv) -> int:
-    for i, arg in enumerate(argv):
-        if arg == "--threads" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return 1
-
-
-# BLAS reads its thread count at import: set before NumPy is imported (see bench_extract.py for why 1).
-THREADS = _threads_from_argv(sys.argv[1:])
-for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(var, str(THREADS))
+import _blas_threads  # noqa: E402,F401  (before NumPy: sets the BLAS thread count)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -500,7 +500,7 @@ def run(config: ReproduceConfig) -> dict:
 
 def _run(config: ReproduceConfig, readonly: bool) -> dict:
     from . import activations
-    from .io import load_reductions, save_reductions
+    from .io import save_reductions
     from .nets import CheckpointError, UnsafeCheckpointError, build_model, load_checkpoint, read_checkpoint, \
         train_seeds
     from .nets.evaluation import evaluation_data

@@ -57,7 +57,7 @@ import numpy as np
 from ._validate import check_positive_int
 from .stats import CONSTANT_TOL, as_reduction
 
-__all__ = ["SoftMatch", "soft_match", "soft_matching_distance", "transport_costs", "LINPROG_TOL",
+__all__ = ["SoftMatch", "soft_match", "soft_matching_distance", "soft_match_from_correlation", "transport_costs", "LINPROG_TOL",
            "SOLVERS", "MAX_ASSIGNMENT"]
 
 #: Solvers of the transport problem (module docstring).
@@ -221,6 +221,30 @@ def soft_match(X, Y=None, *, standardize: bool = True, solver: str = "auto",
         raise ValueError(f"standardize must be True or False, got {standardize!r}")
     max_assignment = check_positive_int(max_assignment, "max_assignment")
     costs, corr, cx, cy, n = transport_costs(X, Y, standardize=bool(standardize))
+    return _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment)
+
+
+def soft_match_from_correlation(corr, constant_x, constant_y, *, n_samples: int = 0, solver: str = "auto",
+                                max_assignment: int = MAX_ASSIGNMENT) -> SoftMatch:
+    """The standardised soft match from a correlation matrix and the constant-unit masks.
+
+    Equal to ``soft_match(X, Y)`` when ``corr`` is their correlation matrix (zero for constant
+    units): with standardised units the costs are ``a_i + b_j - 2 r_ij``, ``a`` = 1 for live units
+    and 0 for constant ones. For callers that already hold the correlations (bootstrap draws).
+    """
+    R = np.asarray(corr, dtype=np.float64)
+    cx = np.asarray(constant_x, dtype=bool)
+    cy = np.asarray(constant_y, dtype=bool)
+    if R.ndim != 2 or R.shape != (cx.size, cy.size):
+        raise ValueError(f"corr must have shape (len(constant_x), len(constant_y)), got {R.shape}")
+    costs = (~cx).astype(float)[:, None] + (~cy).astype(float)[None, :] - 2.0 * R
+    np.maximum(costs, 0.0, out=costs)
+    return _solve(costs, R, cx, cy, n_samples, True, solver, max_assignment)
+
+
+def _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment) -> SoftMatch:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     nx, ny = costs.shape
     L = nx * ny // math.gcd(nx, ny)
     if solver == "auto":

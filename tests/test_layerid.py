@@ -114,6 +114,8 @@ def test_cli_layer_id_end_to_end(tmp_path, capsys):
     assert "--dataset: dataset must be one of digits, mnist, fashion-mnist" in capsys.readouterr().err
     assert main(["benchmark", "layer-id", "--measures", "nope", "--out", str(out)]) == 2
     assert "--measures" in capsys.readouterr().err
+    assert main(argv + ["--min-accuracy", "0.99"]) == 2  # 1-epoch networks: none is that good
+    assert "--min-accuracy: min_accuracy 0.99 leaves 0 network(s) of 2" in capsys.readouterr().err
 
 
 def test_train_help_shows_single_percent(capsys):

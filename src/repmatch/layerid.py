@@ -125,7 +125,7 @@ MEASURES = {
 #: Everything but the slow LASSO path (add "sparse_fvu" with --measures).
 DEFAULT_MEASURES = tuple(k for k in MEASURES if k != "sparse_fvu")
 #: Kornblith et al. 2019, table 2 (ten 10-layer CNNs on CIFAR-10).
-PUBLISHED = {"linear_cka": "99.3%", "svcca": "9.9-15.1%", "pwcca": "11.1%", "cca": "(CCA R^2: 1.4%)"}
+PUBLISHED = {"linear_cka": "99.3%", "svcca": "9.9-15.1%", "pwcca": "11.1%"}
 
 
 def _check_measures(measures):
@@ -302,12 +302,13 @@ def layer_identification(activations: list, measures=None, *, layers=None, progr
 
 def run_benchmark(dataset: str = "digits", seeds=5, *, arch: str = "smallcnn", epochs: int | None = None,
                   width: float = 1.0, n_train=None, n_images=None, data_dir=None, out=None, device="cpu",
-                  measures=None, progress: bool = True, say=None) -> dict:
+                  measures=None, progress: bool = True, say=None, min_accuracy: float = 0.0, lr=None) -> dict:
     """Train ``seeds`` networks (or reuse them), extract every ReLU (average-pooled), score every measure.
 
     ``seeds``: an int K (seeds 0..K-1) or a list. ``n_images``: probe images (default: all 1,797
     digits, else the first 2,000 test images). Returns a JSON-ready dict (the result, the
-    configuration and the networks' test accuracies). Needs PyTorch.
+    configuration and the networks' test accuracies). Networks whose best test accuracy is below
+    ``min_accuracy`` (training failed) are left out and listed under ``excluded``. Needs PyTorch.
     """
     import os
 
@@ -334,17 +335,30 @@ def run_benchmark(dataset: str = "digits", seeds=5, *, arch: str = "smallcnn", e
                                  or n_images < 10):
         raise ValueError(f"n_images must be an integer >= 10, got {n_images!r}")
     out = os.fspath(out or os.path.join("runs", f"layer-id-{arch}-{dataset}"))
-    nets = os.path.join(out, f"nets-e{epochs}-w{width:g}-n{n_train or 'all'}")
+    nets = os.path.join(out, f"nets-e{epochs}-w{width:g}-n{n_train or 'all'}" + (f"-lr{lr:g}" if lr else ""))
     todo = [s for s in seed_list if not _finished(os.path.join(nets, f"seed{s}"), epochs)]
     if todo:
         say(f"training {arch} on {dataset}, seeds {todo}, {epochs} epochs -> {nets}")
-        train_seeds(arch, dataset, todo, out=nets, epochs=epochs, width=width, n_train=n_train, data_dir=data_dir,
-                    device=device, progress=progress)
-    models, accs = [], {}
+        try:
+            train_seeds(arch, dataset, todo, out=nets, epochs=epochs, width=width, n_train=n_train, data_dir=data_dir,
+                        device=device, progress=progress, lr=lr)
+        except FloatingPointError as exc:
+            raise ValueError(f"lr: {exc} (pass a smaller learning rate)") from None
+    if not 0.0 <= float(min_accuracy) < 1.0:
+        raise ValueError(f"min_accuracy must lie in [0, 1), got {min_accuracy!r}")
+    models, accs, excluded = [], {}, {}
     for s in seed_list:
         m, info = load_checkpoint(os.path.join(nets, f"seed{s}", "best.pt"), device=device)
+        acc = float(info.get("best_test_acc", float("nan")))
+        if acc < min_accuracy:
+            excluded[str(s)] = acc
+            say(f"seed {s} left out: best test accuracy {acc:.3f} < {min_accuracy:g}")
+            continue
         models.append(m)
-        accs[str(s)] = float(info.get("best_test_acc", float("nan")))
+        accs[str(s)] = acc
+    if len(models) < 2:
+        raise ValueError(f"min_accuracy {min_accuracy:g} leaves {len(models)} network(s) of {len(seed_list)}; "
+                         "at least 2 are needed (train longer, or lower it)")
     d = info["data"]
     data = load_dataset(dataset, data_dir, image_size=d["image_size"], n_train=n_train)
     if dataset == "digits":  # 359 test digits are too few rows for 64-128-unit layers: use all 1,797
@@ -361,5 +375,6 @@ def run_benchmark(dataset: str = "digits", seeds=5, *, arch: str = "smallcnn", e
     res = layer_identification(acts, names, progress=say)
     return {"result": res, "config": {"dataset": dataset, "arch": arch, "seeds": seed_list, "epochs": epochs,
                                       "width": width, "n_train": n_train, "n_images": n_img, "measures": names,
-                                      "conv_mode": "avgpool", "out": out},
-            "test_acc": accs}
+                                      "conv_mode": "avgpool", "out": out, "min_accuracy": float(min_accuracy),
+                                      "lr": lr},
+            "test_acc": accs, "excluded": excluded}

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     q.add_argument("--data-dir", help="where the dataset files are (see docs/networks.md)")
     q.add_argument("--measures", nargs="+", metavar="MEASURE",
                    help="measures to score (default: all but sparse_fvu); see docs/reproduce.md")
+    q.add_argument("--lr", type=float, help="base learning rate (default: the authors' 0.1)")
+    q.add_argument("--min-accuracy", type=float, default=0.0,
+                   help="leave out networks whose best test accuracy is below this (failed training; default 0)")
     q.add_argument("--out", help="directory for the networks and layer-id.json (default runs/layer-id-ARCH-DATASET)")
     q.add_argument("--device", default="cpu", help="torch device (default cpu)")
     q.add_argument("--no-progress", action="store_true", help="no progress messages")
@@ -45,7 +48,8 @@ def add_parser(sub) -> None:
 
 
 _OPTIONS = {"dataset": "--dataset", "seeds": "--seeds", "arch": "--arch", "epochs": "--epochs",
-            "measures": "--measures", "n_images": "--n-images", "width": "--width", "n_train": "--n-train"}
+            "measures": "--measures", "n_images": "--n-images", "width": "--width", "n_train": "--n-train",
+            "min_accuracy": "--min-accuracy", "lr": "--lr"}
 
 
 def run_layer_id(args) -> int:
@@ -64,15 +68,22 @@ def run_layer_id(args) -> int:
     try:
         out = run_benchmark(args.dataset, args.seeds, arch=args.arch, epochs=args.epochs, width=args.width,
                             n_train=args.n_train, n_images=args.n_images, data_dir=args.data_dir, out=args.out,
-                            device=args.device, measures=args.measures, progress=progress, say=say)
+                            device=args.device, measures=args.measures, progress=progress, say=say,
+                            min_accuracy=args.min_accuracy, lr=args.lr)
     except ValueError as exc:
         msg = str(exc)
         head = msg.split(" ", 1)[0].rstrip(":")
-        raise ValueError(f"{_OPTIONS[head]}: {msg}" if head in _OPTIONS else msg) from None
+        if head in _OPTIONS:
+            rest = msg[len(head) + 1:].lstrip() if msg.startswith(f"{head}:") else msg
+            msg = f"{_OPTIONS[head]}: {rest}"
+        raise ValueError(msg) from None
     res = out["result"]
     cfg = out["config"]
     print(f"layer identification: {cfg['arch']} on {cfg['dataset']}, {len(cfg['seeds'])} networks "
-          f"(test accuracy {', '.join(f'{a:.3f}' for a in out['test_acc'].values())}), {cfg['epochs']} epochs")
+          f"(seeds {', '.join(out['test_acc'])}; test accuracy {', '.join(f'{a:.3f}' for a in out['test_acc'].values())}), "
+          f"{cfg['epochs']} epochs" + (f"; left out (accuracy below {cfg['min_accuracy']:g}): "
+                                       + ", ".join(f"seed {s} ({a:.3f})" for s, a in out["excluded"].items())
+                                       if out["excluded"] else ""))
     print(res.table())
     path = os.path.join(cfg["out"], "layer-id.json")
     atomic_write_text(path, json.dumps(_jsonable({**out, "result": res.to_dict()}), indent=1))

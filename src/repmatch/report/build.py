@@ -219,6 +219,12 @@ def _stat(v, name, key, layers, sub=None):
     return out
 
 
+def _nmean(a):
+    """Mean of the finite values, None when there is none (no warning for all-undefined columns)."""
+    a = np.asarray(a, dtype=float)
+    return float(np.nanmean(a)) if np.any(np.isfinite(a)) else None
+
+
 def _trio(t, u, s, p, digits=3):
     """"trained (untrained | shuffled mean, p≤max)" for one layer (arrays over pairs)."""
     m = lambda a: float(np.nanmean(a)) if np.any(np.isfinite(a)) else None  # noqa: E731
@@ -443,8 +449,8 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
             ex = [c["rotation"][f"excess_{key}"] for c in cal]
             pr = [c["rotation"][f"p_{key}"] for c in cal]
             uho = [_nan((v.unit(i, L, "untrained").get("heldout") or {}).get(key)) for i in range(n_pairs)]
-            row += [f"{_f(np.nanmean((semi if key == 'semi' else bip)[:, j]))} ±{_f(np.mean(hw)) if hw else '–'}",
-                    _f(np.nanmean(heldout[key][:, j])), _f(np.nanmean(uho)) if np.any(np.isfinite(uho)) else "–",
+            row += [f"{_f(_nmean((semi if key == 'semi' else bip)[:, j]))} ±{_f(np.mean(hw)) if hw else '–'}",
+                    _f(_nmean(heldout[key][:, j])), _f(_nmean(uho)),
                     f"{_f(np.mean(ex))} (p≤{_p(max(pr))})"]
         rows.append(row)
     rep.table(["layer", "semi: in sample ±95% (images)", "held-out", "held-out, untrained", "excess over rotation",

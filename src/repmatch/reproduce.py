@@ -12,6 +12,9 @@ measures, a layer x layer heatmap, and two null baselines next to every number:
 * **shuffled**: on an in-memory sample of rows, the rows of network B are permuted
   (:func:`repmatch.similarity_curve_null`, :func:`repmatch.permutation_test`).
 
+The headline statistics (the MMS curve on [0, 1), eps_50, max_epsilon, area), the nulls of every
+figure, soft matching and the calibrated baselines are computed in :mod:`repmatch.reproduce_units`.
+
 Layout of a run directory (see docs/reproduce.md)::
 
     OUT/nets/train-<hash>/seed<k>/   training checkpoints (best.pt is used), resumable
@@ -804,9 +807,12 @@ def reproduce(arch: str = "smallcnn", dataset: str = "digits", seeds=(0, 1, 2), 
     **kwargs
         Fields of :class:`ReproduceConfig`: ``epochs`` (default 10 for smallcnn, 30 otherwise), ``out``
         (default ``runs/<arch>-<dataset>``), ``width``, ``n_train``, ``n_test``, ``data_dir``, ``device``,
-        ``eps_grid``, ``simple_eps`` (0.25), ``permutations`` (10, shuffled null), ``conv_mode``
-        (positions), ``sample_rows`` (10,000 rows per layer for the in-memory nulls), ``alphas``,
-        ``n_clusters``, ``mi_max_units``, ``simple_max_units``, ``heatmap``, ``batch_size``, ``progress``.
+        ``eps_grid`` (40 values on [0, 1)), ``simple_eps`` (0.25), ``permutations`` (99, shuffled null),
+        ``conv_mode`` (positions), ``sample_rows`` (about 10,000 rows per layer for the in-memory nulls),
+        ``alphas``, ``n_clusters``, ``mi_max_units``, ``simple_max_units``, ``heatmap``, ``batch_size``,
+        ``progress``, ``images`` ("auto": all images for the digits, else the test images),
+        ``n_rotations`` (20) and ``n_boot`` (200) of the calibration, ``alpha`` (0.05, the report's
+        significance level), ``layers`` (default every ReLU).
 
     Returns
     -------

@@ -20,7 +20,7 @@ def tiny_layers(seed, n_x=4, n_y=4, d=12, shared=2, noise=0.3):
 # test_report_browser (training is the slow part; one run per session).
 TINY_REPRODUCE = dict(arch="small-cnn", dataset="digits", seeds=(0, 1), epochs=1, width=0.5, n_train=200,
                       n_test=60, permutations=3, sample_rows=1500, alphas=(0.0, 1e-3, 1e-2), n_clusters=4,
-                      progress=False)
+                      n_rotations=3, n_boot=20, progress=False)
 
 
 @pytest.fixture(scope="session")

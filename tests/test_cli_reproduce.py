@@ -24,9 +24,10 @@ def test_reproduce_then_report(tiny_run, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0] / "nets", out / "nets")  # reuse the trained networks; measures recomputed
     # The CLI uses the default alphas / clusters, so its numbers are its own; check the files and the reuse of nets.
-    assert main(_argv(out)) == 0
+    assert main([a for a in _argv(out) if a != "--no-progress"]) == 0  # progress on, stderr not a terminal
     err = capsys.readouterr().err
     assert "report.html" in err and "results.json" in err
+    assert "[reproduce]" in err and "\x1b" not in err and "\r" not in err  # plain lines: no bars in a log
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["permutations"] == TINY_REPRODUCE["permutations"]
     assert not any(k == "train" for k in res["provenance"].get("seconds_by_unit", {}))  # nothing retrained
@@ -48,6 +49,7 @@ def test_reproduce_then_report(tiny_run, tmp_path, capsys):
     (["--seeds", "0"], "--seeds: seeds must list at least 2 seeds"),
     (["--epochs", "0"], "--epochs: epochs must be a positive integer"),
     (["--permutations", "0"], "--permutations"),
+    (["--alpha", "2"], "--alpha: alpha must be a number in (0, 1)"),
 ])
 def test_bad_arguments_name_the_option(extra, message, tmp_path, capsys):
     assert main(["reproduce", "--out", str(tmp_path / "x"), "--no-progress", *extra]) == 2
@@ -57,4 +59,14 @@ def test_bad_arguments_name_the_option(extra, message, tmp_path, capsys):
 
 def test_report_needs_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
-    assert "no results.json" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no results.json" in err and "repmatch reproduce --out" in err and "run:" not in err
+
+
+def test_unknown_layer_names_the_option(tiny_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0] / "nets", out / "nets")
+    assert main(_argv(out) + ["--layers", "features.99"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("repmatch reproduce: error: --layers: unknown layer 'features.99'")
+    assert len(err.strip().splitlines()) == 1

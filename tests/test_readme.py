@@ -38,3 +38,6 @@ def test_alignment_example_runs_and_its_numbers_are_true():
     assert round(m.semi.mean, 3) == 0.725 and round(m.mean, 3) == 0.671
     assert round(ns["repmatch"].linear_cka(ns["X"], ns["Y"]).value, 4) == 0.9695
     assert ns["p"].p_value == 0.01
+    assert round(ns["s"].distance, 3) == 0.821 and round(ns["s"].mean_correlation, 3) == 0.639
+    assert round(ns["rb"].excess_bipartite, 3) == 0.037 and ns["rb"].p_bipartite == 1 / 21
+    assert round(ns["h"].bipartite, 3) == 0.666 and round(ns["h"].bipartite_in_sample, 3) == 0.674

@@ -51,19 +51,28 @@ def test_report_from_results_json_alone(rebuilt):
     assert "<?xml" not in text
     figs = sorted(p.name for p in (run / "figures").iterdir())
     assert len([f for f in figs if f.endswith(".png")]) == n_svg == len([f for f in figs if f.endswith(".svg")])
-    for name in ("similarity_vs_depth", "simple_sizes", "matching_vs_depth", "similarity_curves", "layer_heatmap"):
+    for name in ("mms_curves", "mms_summaries_vs_depth", "similarity_vs_depth", "simple_sizes", "matching_vs_depth",
+                 "layer_heatmap"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 1000
-    # the headline numbers are on the page with their nulls
-    layer = res["layers"][0]["name"]
-    mms = res["results"][0]["layers"][layer]["subspace"]["similarity"][res["eps_grid"].index(0.25)]
-    assert f"{mms:.3f}" in text and "untrained" in text and "shuffled (mean, p)" in text
+    # the headline numbers are on the page with both nulls: trained (untrained | shuffled mean, p)
+    for L in res["layers"]:
+        unit = res["results"][0]["layers"][L["name"]]
+        e50 = unit["subspace"]["eps_50"]
+        cell = (f"{e50:.3f} ({unit['untrained']['eps_50']:.3f} | {unit['shuffled']['eps_50']['null_mean']:.3f}, "
+                f"p≤{unit['shuffled']['eps_50']['p_value']:.2g})")
+        assert cell in text, cell
+    mms = res["results"][0]["layers"][res["layers"][0]["name"]]["subspace"]["similarity"][res["eps_grid"].index(0.25)]
+    assert f"{mms:.3f}" in text
     assert "network A (seed 0)" in text and "network B (seed 1)" in text  # heatmap axes
+    # the tiny run has 3 permutations: no claim of significance, the text says why
+    assert "not testable at 3 permutations" in text and "Both nulls beaten" not in text
+    assert "over the 1 pairs" not in text and "the one pair of seeds" in text
 
 
 def test_csv_tables_match_results(rebuilt):
     run, _, res = rebuilt
     expected = {"similarity", "layers", "matching", "simple_matches", "sparse_prediction", "clusters", "reference",
-                "layer_heatmap_cka"}
+                "layer_heatmap_cka", "mms_summaries", "calibration"}
     assert {p.stem for p in (run / "tables").glob("*.csv")} == expected
     rows = list(csv.DictReader(open(run / "tables" / "similarity.csv")))
     assert len(rows) == len(res["pairs"]) * len(res["layers"]) * len(res["eps_grid"])
@@ -80,6 +89,13 @@ def test_csv_tables_match_results(rebuilt):
             unit["shuffled"]["bipartite_match"]["null_mean"], rel=1e-5, abs=1e-9)
     heat = np.loadtxt(run / "tables" / "layer_heatmap_cka.csv", delimiter=",", skiprows=1, usecols=range(1, 6))
     np.testing.assert_allclose(heat, res["heatmap"]["matrix"], rtol=1e-5)
+    rows = list(csv.DictReader(open(run / "tables" / "mms_summaries.csv")))
+    assert len(rows) == 3 * len(res["layers"])
+    for row in rows:
+        unit = res["results"][0]["layers"][row["layer"]]
+        if row["trained"]:
+            assert float(row["trained"]) == pytest.approx(unit["subspace"][row["statistic"]], rel=1e-5)
+        assert float(row["shuffled_p"]) == pytest.approx(unit["shuffled"][row["statistic"]]["p_value"], rel=1e-5)
 
 
 def test_rebuild_is_idempotent(rebuilt):

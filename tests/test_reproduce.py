@@ -13,7 +13,8 @@ import repmatch  # noqa: E402
 from repmatch import reproduce as rp  # noqa: E402
 from conftest import TINY_REPRODUCE  # noqa: E402
 
-UNITS = ("subspace", "simple", "alignment", "reference", "untrained", "shuffled", "sparse", "clusters", "mi")
+UNITS = ("subspace", "simple", "alignment", "reference", "untrained", "shuffled", "sparse", "clusters", "mi", "soft",
+         "calibration", "simple_nulls")
 
 
 def test_results_json_has_every_number(tiny_run):
@@ -24,7 +25,10 @@ def test_results_json_has_every_number(tiny_run):
     assert res["config"]["arch"] == "smallcnn" and res["config"]["seeds"] == [0, 1]
     assert res["pairs"] == [[0, 1]] and set(res["networks"]) == {"0", "1"}
     assert {"repmatch", "numpy", "scipy", "torch"} <= set(res["versions"])
-    assert set(rp.AUTHORS_EPS) <= set(res["eps_grid"]) and len(res["eps_grid"]) >= 25
+    assert set(rp.AUTHORS_EPS) <= set(res["eps_grid"]) and len(res["eps_grid"]) >= 40
+    assert res["eps_grid"][0] == 0 and max(res["eps_grid"]) < 1  # the whole curve on [0, 1)
+    assert res["data"]["images"] == "all"  # digits: every image, not only the 359 test images
+    assert res["significance"] == {"alpha": 0.05, "n_permutations": 3, "min_p": 0.25, "testable": False}
     layers = [L["name"] for L in res["layers"]]
     assert len(layers) == 5  # smallcnn: 4 conv ReLUs + 1 FC ReLU
     for layer in layers:
@@ -37,8 +41,21 @@ def test_results_json_has_every_number(tiny_run):
         assert len(unit["shuffled"]["similarity_null_mean"]) == len(res["eps_grid"])
         assert unit["shuffled"]["n_permutations"] == 3
         assert 0 <= unit["shuffled"]["bipartite_match"]["p_value"] <= 1
+        for stat in ("eps_50", "max_epsilon", "area", "soft_distance"):  # every summary has its shuffled null
+            assert unit["shuffled"][stat]["n"] == 3 and unit["shuffled"][stat]["p_value"] >= 0.25
+        for stat in ("eps_50", "max_epsilon", "area"):  # ... and its untrained null
+            assert stat in unit["untrained"] and stat in s
+        assert s["area_low"] <= s["area"] <= s["area_high"]
+        cal = unit["calibration"]
+        assert cal["rotation"]["n_rotations"] == 3 and cal["bootstrap"]["n_boot"] == 20
+        assert cal["bootstrap"]["resampled"] == "images" and cal["bootstrap"]["n_groups"] == 260
+        b = cal["bootstrap"]["bipartite_match"]
+        assert b["low"] <= b["high"] and b["observed"] == pytest.approx(unit["shuffled"]["bipartite_match"]["observed"])
     heat = res["heatmap"]
     assert heat["layers"] == layers and np.array(heat["matrix"]).shape == (5, 5)
+    assert np.array(heat["untrained_matrix"]).shape == (5, 5) and np.array(heat["shuffled_matrix"]).shape == (5, 5)
+    first = res["results"][0]["layers"][layers[0]]
+    assert "sparse_nulls" in first and {"untrained", "shuffled"} <= set(first["sparse_nulls"])
 
 
 @pytest.mark.filterwarnings("ignore::repmatch.RepmatchWarning")
@@ -53,7 +70,8 @@ def test_numbers_match_direct_api_calls(tiny_run):
     d = info["data"]
     data = load_dataset("digits", image_size=d["image_size"], n_train=200, n_test=60)
     mean, std = np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32)
-    loader = BatchLoader(data.x_test, data.y_test, mean, std, batch_size=256)
+    x = np.concatenate([data.x_test, data.x_train])  # images="all": test images first, then training images
+    loader = BatchLoader(x, np.zeros(len(x), dtype=np.int64), mean, std, batch_size=256)
     reds = reduce_pair(ma, mb, loader)
     untrained = build_model(seed=1001, **info["model_kwargs"]).eval()
     reds_u = reduce_pair(ma, untrained, loader)
@@ -63,6 +81,10 @@ def test_numbers_match_direct_api_calls(tiny_run):
         curve = repmatch.similarity_curve(r, eps=grid)
         np.testing.assert_allclose(unit["subspace"]["similarity"], curve.similarity, atol=1e-12)
         assert unit["subspace"]["max_epsilon"] == pytest.approx(repmatch.max_epsilon(r), abs=1e-6)
+        if unit["subspace"]["eps_50"] is not None:
+            k = unit["subspace"]["eps_50_min_size"]
+            assert unit["subspace"]["eps_50"] == pytest.approx(repmatch.minimal_epsilon(r, min_size=k)[0], abs=1e-6)
+        assert unit["soft"]["distance"] == pytest.approx(repmatch.soft_match(r).distance, abs=1e-8)
         b = repmatch.bipartite_match(r)
         assert unit["alignment"]["bipartite_mean"] == pytest.approx(b.mean, abs=1e-8)
         assert unit["alignment"]["semi_mean"] == pytest.approx(b.semi.mean, abs=1e-8)
@@ -100,8 +122,8 @@ def test_second_run_computes_nothing_and_changes_recompute_only_dependents(tiny_
     assert _diff(again["results"], tiny_run[1]["results"]) == []
     changed = rp.reproduce(**{**kw, "simple_eps": 0.3})
     computed = changed["provenance"]["computed"]
-    assert computed and all(k.startswith("simple/") for k in computed)
-    assert len(computed) == len(changed["layers"])
+    assert computed and all(k.startswith(("simple/", "simple_nulls/")) for k in computed)
+    assert len(computed) == 2 * len(changed["layers"])
     assert all(changed["results"][0]["layers"][L]["simple"]["eps"] == 0.3 for L in again["results"][0]["layers"])
     perm = rp.reproduce(**{**kw, "simple_eps": 0.3, "permutations": 4})
     assert perm["provenance"]["computed"] and all(k.startswith("shuffled/") for k in perm["provenance"]["computed"])

@@ -9,8 +9,10 @@ Convergent learning (Li et al., ICLR 2016)
     sparse_prediction, spectral_clusters, cluster_sweep, hierarchical_groups
 Reference measures
     linear_cka, debiased_linear_cka, rbf_cka, cca, mean_squared_cca, svcca, pwcca, procrustes_distance
-Null baselines
-    permutation_test, bootstrap_ci
+Soft matching (Khosla & Williams 2023)
+    soft_match (optimal transport between the units of two layers)
+Null baselines and calibration
+    permutation_test, bootstrap_ci (groups=: resample images), rotation_baseline, heldout_match
 Streaming
     Reduction, correlation_from_reduction
 """
@@ -35,6 +37,8 @@ from .reference import (
 )
 from .sparse import SparsePath, SparsePrediction, sparse_prediction
 from .stats import CONSTANT_TOL, CorrelationStats, correlation, correlation_from_reduction
+from .softmatch import SoftMatch, soft_match
+from .calibration import HeldoutMatch, RotationBaseline, heldout_match, rotation_baseline
 from .simple import SimpleMatches, simple_matches, v_minimal_match
 from .subspace import (
     MIN_SAMPLES_PER_NEURON,
@@ -105,4 +109,11 @@ __all__ = [
     "similarity_curve_null",
     "CurveNull",
     "bootstrap_ci",
+    # soft matching and calibrated baselines
+    "SoftMatch",
+    "soft_match",
+    "RotationBaseline",
+    "rotation_baseline",
+    "HeldoutMatch",
+    "heldout_match",
 ]

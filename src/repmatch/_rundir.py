@@ -349,9 +349,10 @@ def load_cached_reductions(path: str, layer_names, *, sizes: dict | None = None)
     return reds
 
 
-def load_cached_sample(path: str, layer_names):
-    """``{layer: (X, Y)}`` float64 from a cached row sample (entries ``<i>_x``, ``<i>_y``); ``None``
-    (with a warning) if it is damaged or incomplete."""
+def load_cached_sample(path: str, layer_names, *, groups: bool = False):
+    """``{layer: (X, Y)}`` float64 from a cached row sample (entries ``<i>_x``, ``<i>_y``; with
+    ``groups``, ``(X, Y, g)`` with the input index ``<i>_g`` of every row); ``None`` (with a warning)
+    if it is damaged or incomplete."""
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             out = {}
@@ -362,6 +363,11 @@ def load_cached_sample(path: str, layer_names):
                     raise ValueError(f"entries {i}_x/{i}_y (layer {layer!r}) have shapes {X.shape}, {Y.shape} "
                                      f"and dtypes {X.dtype}, {Y.dtype}")
                 out[layer] = (X.astype(np.float64), Y.astype(np.float64))
+                if groups:
+                    G = f[f"{i}_g"]
+                    if G.shape != (X.shape[0],) or not np.issubdtype(G.dtype, np.integer):
+                        raise ValueError(f"entry {i}_g (layer {layer!r}) has shape {G.shape} and dtype {G.dtype}")
+                    out[layer] += (G,)
     except _NPZ_ERRORS as exc:
         _warn(f"cache file {path} is damaged ({_short(exc)}); recomputing it")
         return None

@@ -7,7 +7,9 @@ spec/convergent-learning.md section 5: show every number next to a null.
   pairing of inputs between the networks: the "other network on shuffled inputs" baseline.
   ``p = (1 + #{null at least as extreme}) / (1 + n_permutations)`` (never 0).
 * :func:`bootstrap_ci` resamples rows with replacement (the same rows on both sides) and gives the
-  percentile interval of the statistic.
+  percentile interval of the statistic. With ``groups=`` (e.g. the image each row of a conv layer
+  comes from) it resamples whole groups: the rows of one image are not independent samples, and
+  resampling (image, position) rows as if they were gives intervals that are too narrow.
 
 Both need the rows (in memory); a :class:`~repmatch.Reduction` raises ValueError. Both are
 deterministic given ``rng`` (None: fixed seed 0). The statistic is given as a callable
@@ -80,6 +82,12 @@ def _ref(name):
     return f
 
 
+def _soft_distance(X, Y):
+    from .softmatch import soft_match
+
+    return soft_match(X, Y).distance
+
+
 def _sparse_fvu(X, Y):
     from .sparse import sparse_prediction
 
@@ -94,6 +102,7 @@ SCALARS = {
     "mi_bipartite_match": (_mi_bipartite, True),
     "clusters_between": (_clusters_between, True),
     "sparse_fvu": (_sparse_fvu, False),
+    "soft_match_distance": (_soft_distance, False),
     "linear_cka": (_ref("linear_cka"), True),
     "debiased_linear_cka": (_ref("debiased_linear_cka"), True),
     "rbf_cka": (_ref("rbf_cka"), True),
@@ -161,6 +170,7 @@ class BootstrapResult:
     level: float
     samples: np.ndarray = field(repr=False)
     n_boot: int
+    n_groups: int | None = None  # resampled groups (images) with ``groups=``; None: rows
 
     @property
     def std_error(self) -> float:
@@ -176,6 +186,7 @@ class BootstrapResult:
             "level": self.level,
             "std_error": self.std_error,
             "n_boot": self.n_boot,
+            "resampled": "rows" if self.n_groups is None else f"{self.n_groups} groups",
         }
 
 
@@ -319,12 +330,32 @@ def similarity_curve_null(X, Y=None, *, eps, n_permutations: int = 99, method: s
     return CurveNull(obs.eps, obs.similarity, null, p, n_perm)
 
 
-def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rng=None) -> BootstrapResult:
-    """Percentile bootstrap confidence interval of ``stat(X, Y)`` over rows.
+def _group_index(groups, n_rows: int) -> list:
+    """Row indices of every group (in order of first appearance), checked against ``n_rows``."""
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.shape[0] != n_rows:
+        raise ValueError(f"groups must be a 1-D array with one label per row ({n_rows}), got shape {g.shape}")
+    if g.dtype == object or (g.dtype.kind == "f" and not np.all(np.isfinite(g))):
+        raise ValueError("groups must hold hashable, finite labels (e.g. integer image indices)")
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse)
+    parts = np.split(order, np.cumsum(counts)[:-1])
+    if len(parts) < 2:
+        raise ValueError(f"groups has {len(parts)} distinct label(s); a grouped bootstrap needs at least 2")
+    return [parts[i] for i in np.argsort(first, kind="stable")]
 
-    Rows are drawn with replacement, the same rows for X and Y. ``level`` in (0, 1). Note that
-    duplicated rows inflate some statistics (e.g. plain CKA's small-sample bias); the interval is
-    about the variability of the estimate, not a bias correction.
+
+def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rng=None,
+                 groups=None) -> BootstrapResult:
+    """Percentile bootstrap confidence interval of ``stat(X, Y)`` over rows, or over groups of rows.
+
+    Rows are drawn with replacement, the same rows for X and Y. With ``groups`` (one label per row,
+    e.g. the image index of every (image, position) row of a conv layer), whole groups are drawn
+    with replacement instead, as many as there are groups, and each drawn group brings all its
+    rows: the resampling unit is the image. ``level`` in (0, 1). Note that duplicated rows inflate
+    some statistics (e.g. plain CKA's small-sample bias); the interval is about the variability of
+    the estimate, not a bias correction.
     """
     fn, name, _ = _resolve(stat, "bootstrap_ci")
     Xa, Ya = _rows(X, Y, "bootstrap_ci")
@@ -332,14 +363,19 @@ def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rn
     lv = float(level)
     if not (0.0 < lv < 1.0):
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    n = Xa.shape[0]
+    parts = None if groups is None else _group_index(groups, n)
     g = as_rng(rng)
     observed = _value(fn, Xa, Ya)
-    n = Xa.shape[0]
     samples = np.empty(n_boot)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RepmatchWarning)
         for k in range(n_boot):
-            idx = g.integers(0, n, n)
+            if parts is None:
+                idx = g.integers(0, n, n)
+            else:
+                idx = np.concatenate([parts[i] for i in g.integers(0, len(parts), len(parts))])
             samples[k] = _value(fn, Xa[idx], Ya[idx])
     lo, hi = np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2])
-    return BootstrapResult(name, observed, float(lo), float(hi), lv, samples, n_boot)
+    return BootstrapResult(name, observed, float(lo), float(hi), lv, samples, n_boot,
+                           n_groups=None if parts is None else len(parts))

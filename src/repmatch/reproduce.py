@@ -12,6 +12,9 @@ measures, a layer x layer heatmap, and two null baselines next to every number:
 * **shuffled**: on an in-memory sample of rows, the rows of network B are permuted
   (:func:`repmatch.similarity_curve_null`, :func:`repmatch.permutation_test`).
 
+The headline statistics (the MMS curve on [0, 1), eps_50, max_epsilon, area), the nulls of every
+figure, soft matching and the calibrated baselines are computed in :mod:`repmatch.reproduce_units`.
+
 Layout of a run directory (see docs/reproduce.md)::
 
     OUT/nets/train-<hash>/seed<k>/   training checkpoints (best.pt is used), resumable
@@ -50,14 +53,24 @@ __all__ = ["ReproduceConfig", "run", "reproduce", "AUTHORS_EPS", "DEFAULT_EPS_GR
 RESULTS_FORMAT = "repmatch-reproduce-1"
 #: The ε values of Wang et al. (spec/subspace-match.md section 5).
 AUTHORS_EPS = (0.15, 0.2, 0.25, 0.3, 0.5)
-#: A fine grid on [0, 0.6] with the authors' values added.
-DEFAULT_EPS_GRID = tuple(sorted(set(np.round(np.linspace(0.0, 0.6, 25), 4).tolist()) | set(AUTHORS_EPS)))
+#: The headline grid: 0, 0.025, ..., 0.975 (the whole curve on [0, 1); the authors' values are on it).
+DEFAULT_EPS_GRID = tuple(sorted(set(round(0.025 * k, 4) for k in range(40)) | set(AUTHORS_EPS)))
+#: Default permutations of the shuffled-row null: the smallest possible p-value is 1 / (1 + 99) = 0.01.
+DEFAULT_PERMUTATIONS = 99
+#: Significance level of the report's claims (a claim needs p <= ALPHA in every pair of seeds).
+DEFAULT_ALPHA = 0.05
+#: Which images the networks are compared on: "test", "all" (training and test images), or "auto":
+#: "all" for the digits, whose 359 test images give too few samples per neuron for 128-unit
+#: layers (1.4; 7.0 with all 1,797), "test" otherwise.
+IMAGES = ("auto", "test", "all")
+#: Permutations of the heatmap's shuffled null (a mean per cell, no p-values).
+HEATMAP_PERMUTATIONS = 20
 #: Sparse-prediction penalties: a short version of the authors' grid (spec/convergent-learning.md section 3).
 DEFAULT_ALPHAS = (0.0, 1e-4, 1e-3, round(10 ** -2.6, 6), 1e-2, 1e-1)
 #: Seed offset of the untrained null networks (seed 1000 + b stands in for trained seed b).
 UNTRAINED_SEED_OFFSET = 1000
 #: Part of every cache hash; bump it when the computation of a unit changes so that old caches are recomputed.
-UNIT_VERSION = 2
+UNIT_VERSION = 3
 #: Default epochs per architecture family, chosen to reach decent accuracy quickly on a CPU.
 _DEFAULT_EPOCHS = {"smallcnn": 10, "vit-tiny": 10, "char-tiny": 10}
 
@@ -93,7 +106,7 @@ class ReproduceConfig:
     device: str = "cpu"
     eps_grid: tuple = DEFAULT_EPS_GRID
     simple_eps: float = 0.25
-    permutations: int = 10
+    permutations: int = DEFAULT_PERMUTATIONS
     conv_mode: str = "positions"
     sample_rows: int = 10000
     alphas: tuple = DEFAULT_ALPHAS
@@ -103,6 +116,11 @@ class ReproduceConfig:
     heatmap: bool = True
     batch_size: int = 256
     progress: bool = True
+    images: str = "auto"
+    n_rotations: int = 20
+    n_boot: int = 200
+    alpha: float = DEFAULT_ALPHA
+    layers: tuple | None = None
 
     def __post_init__(self):
         self.validate()
@@ -164,6 +182,23 @@ class ReproduceConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.images not in IMAGES:
+            raise ValueError(f"images must be one of {', '.join(IMAGES)}; got {self.images!r}")
+        if self.images == "auto":
+            self.images = "all" if self.dataset == "digits" else "test"
+        for name in ("n_rotations", "n_boot"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if name == "n_boot" else 1):
+                raise ValueError(f"{name} must be an integer >= {2 if name == 'n_boot' else 1}, got {v!r}")
+            setattr(self, name, int(v))
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be a number in (0, 1), got {self.alpha!r}")
+        self.alpha = float(self.alpha)
+        if self.layers is not None:
+            names = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+            if not names or not all(isinstance(n, str) and n for n in names):
+                raise ValueError(f"layers must be a list of layer names (or types such as 'type:ReLU'), got {self.layers!r}")
+            self.layers = tuple(names)
         alphas = np.asarray(self.alphas, dtype=float).ravel()
         if alphas.size == 0 or np.any(~np.isfinite(alphas)) or np.any(alphas < 0):
             raise ValueError(f"alphas must be a non-empty list of penalties >= 0, got {self.alphas!r}")
@@ -174,6 +209,7 @@ class ReproduceConfig:
         d["seeds"] = list(self.seeds)
         d["eps_grid"] = list(self.eps_grid)
         d["alphas"] = list(self.alphas)
+        d["layers"] = None if self.layers is None else list(self.layers)
         return d
 
 
@@ -272,14 +308,9 @@ class _Cache:
 
 # ------------------------------------------------------------------------------------------ measures
 def _subspace_unit(r, eps_grid):
-    from .subspace import similarity_curve
+    from .reproduce_units import subspace_unit  # the curve on the grid, eps_50, max_epsilon, area
 
-    c = similarity_curve(r, eps=list(eps_grid))
-    d = c.to_dict()
-    return {"eps": d["eps"], "similarity": d["similarity"], "size_x": d["size_x"], "size_y": d["size_y"],
-            "max_epsilon": c.max_epsilon, "n_x": c.n_x, "n_y": c.n_y, "n_samples": c.n_samples,
-            "dead_x": len(c.dead_x), "dead_y": len(c.dead_y),
-            "samples_per_neuron": c.n_samples / max(1, c.n_x + c.n_y)}
+    return subspace_unit(r, eps_grid)
 
 
 def _simple_unit(r, eps, max_units):
@@ -328,59 +359,21 @@ def _reference_unit(r):
     return out
 
 
-def _untrained_unit(r, eps_grid):
-    from .alignment import bipartite_match
-    from .reference import linear_cka
+def _untrained_unit(r, eps_grid, halves=None, **extras):
+    from .reproduce_units import untrained_unit
 
-    sub = _subspace_unit(r, eps_grid)
-    b = bipartite_match(r)
-    return {"similarity": sub["similarity"], "max_epsilon": sub["max_epsilon"], "dead_y": sub["dead_y"],
-            "semi_mean": b.semi.mean, "bipartite_mean": b.mean, "linear_cka": linear_cka(r).value}
+    return untrained_unit(r, *(halves or (None, None)), eps_grid, **extras)
 
 
 def _live(X):
     return np.flatnonzero(X.std(axis=0) > 1e-12)
 
 
-def _shuffled_unit(X, Y, eps_grid, n_perm, seed):
-    """Shuffled-row null of the similarity curve, semi/bipartite matching and linear CKA (spec/convergent-learning §5).
+def _shuffled_unit(X, Y, eps_grid, n_perm, seed, **extras):
+    """Shuffled-row null of every scalar of the report (:func:`repmatch.reproduce_units.shuffled_unit`)."""
+    from .reproduce_units import shuffled_unit
 
-    The same permutations as :func:`repmatch.permutation_test` and :func:`repmatch.similarity_curve_null`
-    with ``rng=seed`` (one ``rng.permutation`` of Y's rows per draw), but one reduction per permutation
-    serves all four statistics instead of four passes over the rows; p-values as in :mod:`repmatch.nulls`.
-    """
-    import warnings
-
-    from ._validate import RepmatchWarning
-    from .alignment import bipartite_match
-    from .nulls import _p_value
-    from .reduce import Reduction
-    from .reference import linear_cka
-    from .subspace import similarity_curve
-
-    def stats(r):
-        b = bipartite_match(r)
-        return similarity_curve(r, eps=list(eps_grid)).similarity, b.semi.mean, b.mean, linear_cka(r).value
-
-    obs_curve, *obs = stats(Reduction.from_arrays(X, Y))
-    g = np.random.default_rng(seed)
-    null_curve = np.empty((n_perm, len(eps_grid)))
-    null = np.empty((n_perm, 3))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RepmatchWarning)
-        for k in range(n_perm):
-            c, *v = stats(Reduction.from_arrays(X, Y[g.permutation(Y.shape[0])]))
-            null_curve[k], null[k] = c, v
-    out = {"eps": list(eps_grid), "n_permutations": n_perm, "n_rows": int(X.shape[0]),
-           "observed_similarity": np.asarray(obs_curve).tolist(),
-           "similarity_null_mean": null_curve.mean(axis=0).tolist(),
-           "similarity_null_std": null_curve.std(axis=0).tolist(),
-           "similarity_p": [_p_value(o, null_curve[:, i], "greater") for i, o in enumerate(obs_curve)]}
-    for i, name in enumerate(("semi_match", "bipartite_match", "linear_cka")):
-        out[name] = {"observed": obs[i], "null_mean": float(null[:, i].mean()),
-                     "null_std": float(null[:, i].std()),
-                     "p_value": _p_value(obs[i], null[:, i], "greater")}
-    return out
+    return shuffled_unit(X, Y, eps_grid, n_perm, seed, **extras)
 
 
 def _sparse_unit(train, test, alphas, sample=None, tol=1e-6, max_iter=500):
@@ -400,13 +393,13 @@ def _sparse_unit(train, test, alphas, sample=None, tol=1e-6, max_iter=500):
             return {"alphas": list(alphas), "skipped": str(exc)}
         from .reduce import Reduction
 
-        X, Y = sample()  # rows are random (image, position) draws, so its two halves are a random split
+        X, Y = sample()  # rows are grouped by image, so its two halves are two sets of images
         h = X.shape[0] // 2
         lx = np.intersect1d(_live(X[:h]), _live(X[h:]))
         ly = np.intersect1d(_live(Y[:h]), _live(Y[h:]))
         dropped = [int(X.shape[1] - lx.size), int(Y.shape[1] - ly.size)]
-        split = (f"halves of the in-memory sample's rows (conv layers: random (image, position) draws with "
-                 f"replacement; FC layers: two halves of the images), because the halves of the test images "
+        split = (f"halves of the in-memory sample's rows (the first and the second half of the images, a few "
+                 f"positions of each for conv layers), because the halves of the test images "
                  f"failed ({exc}); units "
                  f"constant on either half dropped (A: {dropped[0]}, B: {dropped[1]})")
         try:
@@ -455,6 +448,42 @@ def _mi_unit(X, Y, max_units):
             "n_rows": int(X.shape[0]), "semi_pairs_shared_with_correlation": same, "n_x": b.n_x}
 
 
+def _simple_nulls_unit(untrained_full, X, Y, seed, eps, max_units):
+    from .reproduce_units import simple_nulls_unit
+
+    return simple_nulls_unit(untrained_full, X, Y, seed, eps, max_units)
+
+
+def _soft_unit(r):
+    from .reproduce_units import soft_unit
+
+    return soft_unit(r)
+
+
+def _calibration_unit(full, half0, half1, X, Y, groups, **kwargs):
+    from .reproduce_units import calibration_unit
+
+    return calibration_unit(full, half0, half1, X, Y, groups, **kwargs)
+
+
+def _sparse_nulls_unit(u_train, u_test, sample, alphas, seed):
+    """Sparse prediction against both nulls: the untrained network (halves), shuffled rows (sample)."""
+    from .reduce import Reduction
+
+    out = {"untrained": _sparse_unit(u_train, u_test, alphas)}
+    X, Y = sample[0], sample[1]
+    Ys = Y[np.random.default_rng(seed).permutation(Y.shape[0])]
+    h = X.shape[0] // 2
+    lx = np.intersect1d(_live(X[:h]), _live(X[h:]))
+    ly = np.intersect1d(_live(Ys[:h]), _live(Ys[h:]))
+    if lx.size and ly.size:
+        out["shuffled"] = _sparse_unit(Reduction.from_arrays(X[:h, lx], Ys[:h, ly]),
+                                       Reduction.from_arrays(X[h:, lx], Ys[h:, ly]), alphas)
+    else:
+        out["shuffled"] = {"alphas": list(alphas), "skipped": "no unit is live on both halves of the sample"}
+    return out
+
+
 # ------------------------------------------------------------------------------------------ the pipeline
 def _versions() -> dict:
     import scipy
@@ -472,8 +501,16 @@ def _versions() -> dict:
     return out
 
 
+def _tty() -> bool:
+    """Whether stderr is a terminal: progress bars only there (in a log file they are escape codes)."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 def _progress(iterable, *, total, desc, enabled):
-    if not enabled:
+    if not enabled or not _tty():  # a log gets the plain [reproduce] lines instead
         return iterable
     try:
         from tqdm.auto import tqdm
@@ -547,7 +584,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         t0 = time.perf_counter()
         train_seeds(cfg.arch, cfg.dataset, need_training, out=nets_dir, epochs=cfg.epochs, width=cfg.width,
                     n_train=cfg.n_train, n_test=cfg.n_test, data_dir=cfg.data_dir, device=cfg.device,
-                    progress=cfg.progress)
+                    progress=cfg.progress)  # per-epoch lines; bars only on a terminal
         cache.seconds["train"] = time.perf_counter() - t0
     models, infos, ckpt_hash = {}, {}, {}
     for s in cfg.seeds:
@@ -567,17 +604,25 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
     info0 = infos[cfg.seeds[0]]
     data_info = info0["data"]
 
-    # ---- 2. the test images (or text windows), preprocessed exactly as in training (as `repmatch extract` does).
+    # ---- 2. the test images (or text windows), preprocessed exactly as in training (as `repmatch extract` does);
+    # with images="all", every image (test images first): more samples per neuron
     n_test, loader = evaluation_data(data_info, dataset=cfg.dataset, data_dir=cfg.data_dir, n_train=cfg.n_train,
-                                     n_test=cfg.n_test, batch_size=cfg.batch_size)
+                                     n_test=cfg.n_test, batch_size=cfg.batch_size, all_images=cfg.images == "all")
     half = n_test // 2
 
     data_key = {"dataset": cfg.dataset, "n_test": n_test, "n_train": cfg.n_train, "image_size": data_info["image_size"],
-                "batch_size": cfg.batch_size, **({"text_sha256": data_info["sha256"]} if "sha256" in data_info else {})}
-    # CNNs: every ReLU; transformers: every block's MLP activation and output (every token a sample).
+                "batch_size": cfg.batch_size, "images": cfg.images,
+                **({"text_sha256": data_info["sha256"]} if "sha256" in data_info else {})}
+    inner_progress = cfg.progress and _tty()  # nested bars only on a terminal
+    # CNNs: every ReLU; transformers: every block's MLP activation and output (every token a sample);
+    # or the layers asked for.
     model0 = models[cfg.seeds[0]]
-    layer_names = comparison_layers(model0) if is_transformer(model0) else list(activations.resolve_layers(model0))
+    if cfg.layers is not None:
+        layer_names = list(activations.resolve_layers(model0, list(cfg.layers)))
+    else:
+        layer_names = comparison_layers(model0) if is_transformer(model0) else list(activations.resolve_layers(model0))
     labels = layer_labels(model0) if is_transformer(model0) else {}
+    data_key["layers"] = layer_names  # reductions and samples hold exactly these layers
     # How each layer's output is read (sequence or channels, and why), from one batch: results.json says it.
     layouts = {d["name"]: d for d in activations.describe_layers(model0, next(iter(loader(0, min(n_test, 8)))),
                                                                  layer_names)}
@@ -611,7 +656,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
                 mb = untrained(b) if null else models[b]
                 t0 = time.perf_counter()
                 reds = activations.reduce_pair(models[a], mb, loader(lo, hi), layer_names, conv_mode=cfg.conv_mode,
-                                               device=cfg.device, progress=cfg.progress)
+                                               device=cfg.device, progress=inner_progress)
                 # The rows are reduced where the networks run (on a GPU with --device cuda); the
                 # measures are solved on host copies (O(n^2) numbers), the same whether the
                 # reductions were just computed or read back from the cache. LAPACK's pivoted
@@ -625,30 +670,28 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         memo[key] = (full, halves[0], halves[1])
         return memo[key]
 
+    from .reproduce_units import rows_per_image, sample_rows
+
+    k_rows = rows_per_image(cfg.sample_rows, n_test)
+
     def sample(a, b):
+        """{layer: (X, Y, groups)}: up to k_rows positions of every image (groups = image index)."""
         key = ("sample", a, b)
         if key in memo:
             return memo[key]
-        n_batches = -(-n_test // cfg.batch_size)
-        k = max(1, -(-cfg.sample_rows // n_batches))
-        deps = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "k": k}
+        deps = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "k": k_rows, "sampler": "per-image-v1"}
         path = cache.npz_path(f"sample-{a}-{b}", _hash(deps))
-        arrs = _rundir.load_cached_sample(path, layer_names) if os.path.exists(path) else None
+        arrs = _rundir.load_cached_sample(path, layer_names, groups=True) if os.path.exists(path) else None
         if arrs is not None:
             cache.reused.append(f"sample-{a}-{b}")
         else:
             cache.need(f"{os.path.basename(path)} is not cached")
-            _say(cfg, f"sampling rows of seeds {a} and {b} for the shuffled null")
-            xa = activations.extract(models[a], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
-                                     seq_mode=f"sample:{k}", device=cfg.device, sample_seed=0)
-            xb = activations.extract(models[b], loader(0, n_test), layer_names, conv_mode=f"sample:{k}",
-                                     seq_mode=f"sample:{k}", device=cfg.device, sample_seed=0)
-            arrs = {layer: (np.asarray(xa[layer], dtype=np.float32)[:cfg.sample_rows].astype(np.float64),
-                            np.asarray(xb[layer], dtype=np.float32)[:cfg.sample_rows].astype(np.float64))
-                    for layer in layer_names}
+            _say(cfg, f"sampling rows of seeds {a} and {b} ({k_rows} position(s) per input) for the shuffled null")
+            arrs = sample_rows(models[a], models[b], loader(0, n_test), layer_names, rows_per_image=k_rows,
+                               seed=0, device=cfg.device)
             # float32 on disk loses nothing: the activations come from float32 forward passes.
-            atomic_savez(path, **{f"{i}_{s}": arrs[layer][j].astype(np.float32) for i, layer in enumerate(layer_names)
-                                  for j, s in enumerate("xy")})
+            atomic_savez(path, **{f"{i}_{s}": (arrs[layer][j].astype(np.float32) if j < 2 else arrs[layer][j])
+                                  for i, layer in enumerate(layer_names) for j, s in enumerate("xyg")})
             cache.computed.append(f"sample-{a}-{b}")
         memo[key] = arrs
         return arrs
@@ -662,9 +705,8 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
     for pi, (a, b) in enumerate(pairs):
         base = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "conv_mode": cfg.conv_mode}
         null_base = {**base, "b": (UNTRAINED_SEED_OFFSET + b, info0["model_kwargs"])}
-        n_batches = -(-n_test // cfg.batch_size)
-        sample_base = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key,
-                       "k": max(1, -(-cfg.sample_rows // n_batches)), "rows": cfg.sample_rows}
+        sample_base = {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key, "k": k_rows, "rows": cfg.sample_rows}
+        figure_extras = {"keep_matrix": pi == 0}
         per_layer = {}
         for layer in layer_names:
             p = f"pair{a}-{b}/{layer}"
@@ -677,19 +719,36 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
             L["alignment"] = cache.unit(f"alignment/{p}", {**base, "matrix": pi == 0},
                                         lambda: _alignment_unit(full(), keep_matrix=pi == 0))
             L["reference"] = cache.unit(f"reference/{p}", base, lambda: _reference_unit(full()))
-            L["untrained"] = cache.unit(f"untrained/{p}", {**null_base, "eps": cfg.eps_grid},
-                                        lambda: _untrained_unit(reductions(a, b, True)[0][layer], cfg.eps_grid))
+            L["untrained"] = cache.unit(
+                f"untrained/{p}", {**null_base, "eps": cfg.eps_grid, **figure_extras},
+                lambda: _untrained_unit(reductions(a, b, True)[0][layer], cfg.eps_grid,
+                                        halves=[reductions(a, b, True)[k][layer] for k in (1, 2)], **figure_extras))
             L["shuffled"] = cache.unit(
-                f"shuffled/{p}", {**sample_base, "eps": cfg.eps_grid, "perm": cfg.permutations},
-                lambda: _shuffled_unit(*sample(a, b)[layer], cfg.eps_grid, cfg.permutations, seed=pi))
+                f"shuffled/{p}", {**sample_base, "eps": cfg.eps_grid, "perm": cfg.permutations, **figure_extras},
+                lambda: _shuffled_unit(*sample(a, b)[layer][:2], cfg.eps_grid, cfg.permutations, seed=pi,
+                                       **figure_extras))
+            L["simple_nulls"] = cache.unit(
+                f"simple_nulls/{p}", {**null_base, **sample_base, "eps": cfg.simple_eps, "max": cfg.simple_max_units},
+                lambda: _simple_nulls_unit(reductions(a, b, True)[0][layer], *sample(a, b)[layer][:2], pi,
+                                           cfg.simple_eps, cfg.simple_max_units))
+            L["soft"] = cache.unit(f"soft/{p}", base, lambda: _soft_unit(full()))
+            L["calibration"] = cache.unit(
+                f"calibration/{p}", {**base, **sample_base, "rot": cfg.n_rotations, "boot": cfg.n_boot},
+                lambda: _calibration_unit(*[reductions(a, b, False)[k][layer] for k in range(3)], *sample(a, b)[layer],
+                                          n_rotations=cfg.n_rotations, n_boot=cfg.n_boot, seed=pi))
             L["sparse"] = cache.unit(f"sparse/{p}", {**base, **sample_base, "alphas": cfg.alphas},
                                      lambda: _sparse_unit(reductions(a, b, False)[1][layer],
                                                           reductions(a, b, False)[2][layer], cfg.alphas,
-                                                          sample=lambda: sample(a, b)[layer]))
+                                                          sample=lambda: sample(a, b)[layer][:2]))
+            if pi == 0:  # the sparse-prediction figures and table (first pair) get both nulls
+                L["sparse_nulls"] = cache.unit(
+                    f"sparse_nulls/{p}", {**null_base, **sample_base, "alphas": cfg.alphas},
+                    lambda: _sparse_nulls_unit(reductions(a, b, True)[1][layer], reductions(a, b, True)[2][layer],
+                                               sample(a, b)[layer], cfg.alphas, seed=pi))
             L["clusters"] = cache.unit(f"clusters/{p}", {**base, "k": cfg.n_clusters},
                                        lambda: _clusters_unit(full(), cfg.n_clusters, seed=pi))
             L["mi"] = cache.unit(f"mi/{p}", {**sample_base, "max": cfg.mi_max_units},
-                                 lambda: _mi_unit(*sample(a, b)[layer], cfg.mi_max_units))
+                                 lambda: _mi_unit(*sample(a, b)[layer][:2], cfg.mi_max_units))
             per_layer[layer] = L
             next(bar_iter, None)
         results_pairs.append({"a": a, "b": b, "layers": per_layer})
@@ -704,21 +763,27 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         a, b = cfg.seeds[0], cfg.seeds[1]
 
         def heatmap():
-            from .reference import linear_cka
+            from .layerid import linear_cka_matrix
 
-            _say(cfg, f"layer x layer heatmap, seed {a} vs seed {b} (avgpool)")
-            reds = activations.reduce_pair(models[a], models[b], loader(0, n_test), layer_names, pairs="all",
-                                           conv_mode="avgpool", seq_mode="mean", device=cfg.device,
-                                           progress=cfg.progress)
-            M = np.full((len(layer_names), len(layer_names)), np.nan)
-            keys = list(reds)
-            for key in keys:
-                la, lb = _split_pair_key(key, layer_names)
-                M[layer_names.index(la), layer_names.index(lb)] = linear_cka(reds[key]).value
+            _say(cfg, f"layer x layer heatmap, seed {a} vs seed {b} and vs untrained (avgpool)")
+            acts = {}
+            for name, model in (("a", models[a]), ("b", models[b]), ("u", untrained(b))):
+                acts[name] = activations.extract(model, loader(0, n_test), layer_names, conv_mode="avgpool",
+                                                 seq_mode="mean", device=cfg.device)
+            M = linear_cka_matrix(acts["a"], acts["b"], layer_names)
+            U = linear_cka_matrix(acts["a"], acts["u"], layer_names)
+            n_perm = HEATMAP_PERMUTATIONS
+            g = np.random.default_rng(0)
+            S = np.zeros_like(M)
+            for _ in range(n_perm):  # the same image permutation for every layer of B
+                S += linear_cka_matrix(acts["a"], acts["b"], layer_names, perm=g.permutation(n_test))
             return {"a": a, "b": b, "measure": "linear_cka", "conv_mode": "avgpool", "layers": layer_names,
-                    "matrix": M.tolist()}
+                    "matrix": M.tolist(), "untrained_matrix": U.tolist(), "shuffled_matrix": (S / n_perm).tolist(),
+                    "n_permutations": n_perm}
 
-        heat = cache.unit("heatmap", {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key}, heatmap)
+        heat = cache.unit("heatmap", {"a": ckpt_hash[a], "b": ckpt_hash[b], "data": data_key,
+                                      "perm": HEATMAP_PERMUTATIONS,
+                                      "untrained": (UNTRAINED_SEED_OFFSET + b, info0["model_kwargs"])}, heatmap)
 
     # ---- 5. results.json
     layers_info = []
@@ -746,7 +811,11 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
         "authors_eps": list(AUTHORS_EPS),
         "eps_grid": list(cfg.eps_grid),
         "untrained_seed_offset": UNTRAINED_SEED_OFFSET,
+        "significance": {"alpha": cfg.alpha, "n_permutations": cfg.permutations,
+                         "min_p": 1.0 / (1 + cfg.permutations),
+                         "testable": 1.0 / (1 + cfg.permutations) <= cfg.alpha},
         "data": {**{k: v for k, v in data_info.items() if k not in ("mean", "std")}, "n_test_used": n_test,
+                 "images": cfg.images, "rows_per_image_in_sample": k_rows,
                  "split_for_sparse": [half, n_test - half]},
         "networks": networks,
         "layers": layers_info,
@@ -814,9 +883,12 @@ def reproduce(arch: str = "smallcnn", dataset: str = "digits", seeds=(0, 1, 2), 
     **kwargs
         Fields of :class:`ReproduceConfig`: ``epochs`` (default 10 for smallcnn, 30 otherwise), ``out``
         (default ``runs/<arch>-<dataset>``), ``width``, ``n_train``, ``n_test``, ``data_dir``, ``device``,
-        ``eps_grid``, ``simple_eps`` (0.25), ``permutations`` (10, shuffled null), ``conv_mode``
-        (positions), ``sample_rows`` (10,000 rows per layer for the in-memory nulls), ``alphas``,
-        ``n_clusters``, ``mi_max_units``, ``simple_max_units``, ``heatmap``, ``batch_size``, ``progress``.
+        ``eps_grid`` (40 values on [0, 1)), ``simple_eps`` (0.25), ``permutations`` (99, shuffled null),
+        ``conv_mode`` (positions), ``sample_rows`` (about 10,000 rows per layer for the in-memory nulls),
+        ``alphas``, ``n_clusters``, ``mi_max_units``, ``simple_max_units``, ``heatmap``, ``batch_size``,
+        ``progress``, ``images`` ("auto": all images for the digits, else the test images),
+        ``n_rotations`` (20) and ``n_boot`` (200) of the calibration, ``alpha`` (0.05, the report's
+        significance level), ``layers`` (default every ReLU).
 
     Returns
     -------
@@ -839,12 +911,13 @@ def load_results(run_dir) -> dict:
     if os.path.isdir(path):
         path = os.path.join(path, "results.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"run: no results.json at {path} (run `repmatch reproduce --out DIR` first)")
+        raise FileNotFoundError(f"no results.json at {path} (write one with `repmatch reproduce --out "
+                                f"{os.path.dirname(path) or '.'}` first)")
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
     except ValueError as exc:  # truncated, not JSON, not UTF-8
-        raise ValueError(f"run: {path} is damaged: not valid JSON ({exc})") from None
+        raise ValueError(f"{path} is damaged: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != RESULTS_FORMAT:
-        raise ValueError(f"run: {path} is not a repmatch reproduce results file (format {RESULTS_FORMAT})")
+        raise ValueError(f"{path} is not a repmatch reproduce results file (format {RESULTS_FORMAT})")
     return doc

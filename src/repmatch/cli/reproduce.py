@@ -35,12 +35,18 @@ def add_parser(sub) -> None:
     p.add_argument("--n-test", type=int, help="use only the first N test images")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--simple-eps", type=float, default=0.25, help="ε of the simple matches (default 0.25)")
-    p.add_argument("--permutations", type=int, default=10,
-                   help="permutations of the shuffled-row null (default 10; use 99+ for final p-values)")
+    p.add_argument("--permutations", type=int, default=99,
+                   help="permutations of the shuffled-row null (default 99: p can reach 0.01; fewer than 19 cannot "
+                        "reach 0.05 and the report then says 'not testable')")
+    p.add_argument("--images", choices=("auto", "test", "all"), default="auto",
+                   help="images compared: test, all (training + test), auto (default: all for digits, else test)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the report's claims (default 0.05)")
     p.add_argument("--sample-rows", type=int, default=10000,
                    help="rows per layer in the in-memory sample for the shuffled null and MI (default 10000)")
     p.add_argument("--eps", type=float, nargs="+", metavar="EPS",
                    help="ε grid (default 25 values in [0, 0.6]); the authors' 0.15 0.2 0.25 0.3 0.5 are always added")
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="compare only these layers (names, or types such as type:ReLU; default every ReLU)")
     p.add_argument("--no-heatmap", action="store_true", help="skip the layer x layer heatmap")
     p.add_argument("--no-report", action="store_true", help="write results.json only (build later with repmatch report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or messages")
@@ -52,7 +58,8 @@ def run(args) -> int:
 
     kwargs = dict(epochs=args.epochs, out=args.out, width=args.width, data_dir=args.data_dir, n_train=args.n_train,
                   n_test=args.n_test, device=args.device, simple_eps=args.simple_eps, permutations=args.permutations,
-                  sample_rows=args.sample_rows, heatmap=not args.no_heatmap, progress=not args.no_progress)
+                  sample_rows=args.sample_rows, heatmap=not args.no_heatmap, progress=not args.no_progress,
+                  images=args.images, alpha=args.alpha, layers=tuple(args.layers) if args.layers else None)
     if args.eps:
         kwargs["eps_grid"] = tuple(args.eps)
     try:
@@ -66,7 +73,10 @@ def run(args) -> int:
     out = output_dir(cfg.out, "--out", must_write=False)  # a read-only OUT is fine if everything is cached
     # One lock around the computation and the report: a second run into the same OUT is refused.
     with _rundir.RunLock(out, option="--out", config=cfg.to_dict()) as lock:
-        results = rp.run(cfg)
+        try:
+            results = rp.run(cfg)
+        except ValueError as exc:  # e.g. "layers: unknown layer ..." from the extraction: name the option
+            raise ValueError(_as_option(str(exc))) from None
         prov = results["provenance"]
         if lock.readonly:
             print(f"{out} is read-only: every unit was cached and nothing was written ({len(prov['reused'])} units "
@@ -86,8 +96,10 @@ def _as_option(message: str) -> str:
     """Name the command-line option in a configuration error ("n_test must ..." -> "--n-test: n_test must ...")."""
     head = message.split(" ", 1)[0].rstrip(":")
     names = {"arch", "dataset", "seeds", "epochs", "width", "n_train", "n_test", "eps_grid", "simple_eps",
-             "permutations", "sample_rows"}
+             "permutations", "sample_rows", "images", "alpha", "layers"}
     if head in names:
         opt = {"eps_grid": "eps"}.get(head, head).replace("_", "-")
+        if message.startswith(f"{head}:"):  # "layers: unknown layer" -> "--layers: unknown layer"
+            return f"--{opt}:{message[len(head) + 1:]}"
         return f"--{opt}: {message}"
     return message

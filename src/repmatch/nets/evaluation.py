@@ -13,11 +13,13 @@ import numpy as np
 __all__ = ["evaluation_data"]
 
 
-def evaluation_data(data_info: dict, *, dataset=None, data_dir=None, n_train=None, n_test=None, batch_size: int = 256):
+def evaluation_data(data_info: dict, *, dataset=None, data_dir=None, n_train=None, n_test=None, batch_size: int = 256,
+                    all_images: bool = False):
     """``(n_test, loader)``: the number of test samples and ``loader(lo, hi)`` over samples ``lo:hi``.
 
     ``loader(lo, hi)`` yields ``(inputs, targets)`` batches of ``batch_size`` (images, or windows of
-    character ids).
+    character ids). ``all_images``: images only, the training images follow the test images (more
+    samples per neuron where the test set is small, e.g. the digits).
     """
     from .datasets import BatchLoader, load_dataset
 
@@ -34,5 +36,7 @@ def evaluation_data(data_info: dict, *, dataset=None, data_dir=None, n_train=Non
     data = load_dataset(name, data_dir, image_size=data_info["image_size"], n_train=n_train, n_test=n_test)
     mean = np.asarray(data_info["mean"], dtype=np.float32)
     std = np.asarray(data_info["std"], dtype=np.float32)
-    return len(data.y_test), lambda lo, hi: BatchLoader(data.x_test[lo:hi], data.y_test[lo:hi], mean, std,
-                                                        batch_size=batch_size)
+    x, y = data.x_test, data.y_test
+    if all_images:
+        x, y = np.concatenate([data.x_test, data.x_train]), np.concatenate([data.y_test, data.y_train])
+    return len(y), lambda lo, hi: BatchLoader(x[lo:hi], y[lo:hi], mean, std, batch_size=batch_size)

@@ -131,7 +131,9 @@ def _deterministic():
 
 
 def _progress(iterable, *, total, desc, enabled):
-    if not enabled:
+    # Bars only on a terminal: in a log file (stderr redirected) every refresh would leave a
+    # carriage return and escape codes; the per-epoch lines are printed either way.
+    if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
         return iterable
     try:
         from tqdm.auto import tqdm

@@ -2,8 +2,11 @@
 
 Needs matplotlib, not torch: ``repmatch report RUN`` rebuilds everything from the numbers written by
 ``repmatch reproduce`` (:mod:`repmatch.reproduce`). The page reads top-down: the question, the setup,
-the headline per-layer curves with their null bands, the granularity answer, then details. Every
-number is shown with its nulls beside it (untrained network; shuffled rows: null mean and p-value).
+the headline (the MMS curve on [0, 1) per layer and its summaries eps_50, max_epsilon and area, with
+both null bands), the granularity answer, the calibrated best-match statistics, then details. Every
+number and every figure has both nulls beside it (untrained network; shuffled rows: null mean and
+p-value); the sentences that read the numbers come from :mod:`repmatch.report.summary`, computed
+from the arrays the figures draw.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ __all__ = ["build_report", "write_tables", "SECTIONS"]
 SECTIONS = (
     "The question",
     "Setup",
-    "Headline: maximum match similarity against depth",
+    "Headline: the whole maximum-match curve against both nulls",
     "Granularity: how big are the matches?",
+    "Calibrated best-match statistics",
     "Details",
     "Files and provenance",
 )
@@ -152,6 +156,35 @@ def write_tables(res: dict, run_dir) -> dict:
                                   ["seed_a", "seed_b", "layer", "linear_cka", "linear_cka_untrained",
                                    "linear_cka_shuffled_mean", "linear_cka_shuffled_p", "svcca", "pwcca",
                                    "procrustes_distance"], rows)
+    rows = []
+    for i, (a, b) in enumerate(v.pairs):
+        for layer in v.layers:
+            s, u, sh = (v.unit(i, layer, k) for k in ("subspace", "untrained", "shuffled"))
+            for stat in ("eps_50", "max_epsilon", "area"):
+                n = sh.get(stat) or {}
+                rows.append([a, b, layer, stat, s.get(stat), u.get(stat), n.get("null_mean"), n.get("null_q025"),
+                             n.get("null_q975"), n.get("p_value"), sh.get("n_permutations")])
+    out["summaries"] = _write_csv(os.path.join(t, "mms_summaries.csv"),
+                                  ["seed_a", "seed_b", "layer", "statistic", "trained", "untrained_null",
+                                   "shuffled_null_mean", "shuffled_null_q025", "shuffled_null_q975", "shuffled_p",
+                                   "n_permutations"], rows)
+    rows = []
+    for i, (a, b) in enumerate(v.pairs):
+        for layer in v.layers:
+            c, u, so = (v.unit(i, layer, k) for k in ("calibration", "untrained", "soft"))
+            rot, ho, bs = c["rotation"], c["heldout"], c["bootstrap"]
+            uho = u.get("heldout") or {}
+            for stat, key in (("semi_match", "semi"), ("bipartite_match", "bipartite")):
+                rows.append([a, b, layer, stat, rot[key], ho.get(key), uho.get(key), rot[f"rotated_{key}_mean"],
+                             rot[f"excess_{key}"], rot[f"p_{key}"], bs[stat].get("low"), bs[stat].get("high"),
+                             bs["n_groups"]])
+            rows.append([a, b, layer, "soft_match_distance", so["distance"], None, u["soft"]["distance"], None, None,
+                         None, bs["soft_match_distance"].get("low"), bs["soft_match_distance"].get("high"),
+                         bs["n_groups"]])
+    out["calibration"] = _write_csv(os.path.join(t, "calibration.csv"),
+                                    ["seed_a", "seed_b", "layer", "statistic", "in_sample", "heldout",
+                                     "untrained_heldout_or_value", "rotated_basis_mean", "excess_over_rotation",
+                                     "rotation_p", "bootstrap_low_images", "bootstrap_high_images", "n_images"], rows)
     heat = res.get("heatmap")
     if heat:
         rows = [[la] + list(row) for la, row in zip(heat["layers"], heat["matrix"])]
@@ -174,13 +207,40 @@ def _p(x):
     return "–" if x is None else f"{float(x):.2g}"
 
 
+def _stat(v, name, key, layers, sub=None):
+    """(n_pairs, n_layers) array of ``unit[key]`` (or ``unit[key][sub]``), NaN where missing."""
+    out = np.full((len(v.pairs), len(layers)), np.nan)
+    for i in range(len(v.pairs)):
+        for j, L in enumerate(layers):
+            x = v.unit(i, L, name).get(key)
+            if sub is not None:
+                x = x.get(sub) if isinstance(x, dict) else None
+            out[i, j] = _nan(x)
+    return out
+
+
+def _nmean(a):
+    """Mean of the finite values, None when there is none (no warning for all-undefined columns)."""
+    a = np.asarray(a, dtype=float)
+    return float(np.nanmean(a)) if np.any(np.isfinite(a)) else None
+
+
+def _trio(t, u, s, p, digits=3):
+    """"trained (untrained | shuffled mean, p≤max)" for one layer (arrays over pairs)."""
+    m = lambda a: float(np.nanmean(a)) if np.any(np.isfinite(a)) else None  # noqa: E731
+    pmax = float(np.nanmax(p)) if np.any(np.isfinite(p)) else None
+    return f"{_f(m(t), digits)} ({_f(m(u), digits)} | {_f(m(s), digits)}, p≤{_p(pmax)})"
+
+
 def build_report(run_dir, *, results: dict | None = None) -> str:
     """Write ``tables/*.csv``, ``figures/*.png|svg`` and ``report.html`` in ``run_dir``; return the page's path.
 
     ``results`` defaults to ``run_dir/results.json`` (nothing else in the run directory is read).
     """
     from ..reproduce import load_results
+    from ..subspace import MIN_SAMPLES_PER_NEURON
     from . import plots
+    from . import summary as sm
     from .html import HtmlReport
 
     run_dir = os.fspath(run_dir)
@@ -200,15 +260,12 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     label = {L["name"]: L.get("label", L["name"]) for L in res["layers"]}
     shown = [label[L] for L in layers]
     sequence = any(L.get("layout") == "sequence" for L in res["layers"])
+    pairs_txt = sm.pairs_phrase(n_pairs)
     first_layer, mid_layer = layers[0], layers[len(layers) // 2]
     pair_txt = ", ".join(f"({a}, {b})" for a, b in v.pairs)
-    idx = [_eps_index(v.grid, e) for e in v.authors]
-
-    def arr(name, key):
-        return np.array([[[_nan(v.unit(i, L, name)[key][k]) for k in idx] for L in layers] for i in range(n_pairs)])
-
-    trained, untrained, shuffled = arr("subspace", "similarity"), arr("untrained", "similarity"), \
-        arr("shuffled", "similarity_null_mean")
+    n_perm = int(cfg["permutations"])
+    alpha = float(res.get("significance", {}).get("alpha", cfg.get("alpha", 0.05)))
+    grid = np.asarray(v.grid, dtype=float)
 
     rep = HtmlReport(f"repmatch reproduce: {cfg['arch']} on {cfg['dataset']}, seeds {', '.join(map(str, res['seeds']))}",
                      f"Run directory {os.path.abspath(run_dir)}; finished {res['provenance'].get('finished_utc', '?')}")
@@ -217,24 +274,28 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     rep.paragraph(res["question"] + " Networks with the same architecture were trained on the same data from "
                   "different random seeds. For every pair of seeds and every ReLU layer we ask whether the two "
                   "layers span the same subspaces (maximum match similarity, Wang et al. 2018), whether units "
-                  "pair up one to one (semi- and bipartite matching, Li et al. 2016), one to many (sparse "
-                  "prediction) or many to many (clustering), and compare with the reference measures (CKA, "
-                  "CCA, Procrustes).", note=True)
+                  "pair up one to one (semi- and bipartite matching, Li et al. 2016; soft matching, Khosla & "
+                  "Williams 2023), one to many (sparse prediction) or many to many (clustering), and compare with "
+                  "the reference measures (CKA, CCA, Procrustes).", note=True)
     rep.paragraph("Every number is shown beside two nulls: an untrained network of the same architecture "
                   f"(seed {res['untrained_seed_offset']} + b stands in for seed b, same initialisation as "
-                  "training) and the shuffled-row null (the rows of network B permuted, breaking the "
-                  "correspondence of samples; mean over permutations and the permutation p-value).")
+                  "training; one per pair, so it is a comparison, not a test) and the shuffled-row null (the rows "
+                  "of network B permuted, breaking the correspondence of samples: null mean and the permutation "
+                  f"p-value; {n_perm} permutations, so the smallest possible p is 1/{n_perm + 1} = "
+                  f"{sm.min_p(n_perm):.3g}). Claims of significance use α = {alpha:g} and need p ≤ α in every pair.")
     # -- setup
     rep.section(SECTIONS[1], "setup")
     d = res["data"]
+    images = d.get("images", "test")
     if d.get("kind") == "text":
         data_row = (f"{d.get('name', cfg['dataset'])} ({d.get('source', '?')}, sha256 {str(d.get('sha256'))[:12]}...): "
                     f"{d.get('n_train', '?')} random training windows per epoch from {d.get('train_chars', '?')} "
                     f"characters, {d['n_test_used']} test windows of {d.get('context', '?')} characters from the last "
                     f"{d.get('test_chars', '?')}; {d.get('num_classes', '?')} distinct characters")
     else:
-        data_row = (f"{d.get('name', cfg['dataset'])}: {d.get('n_train', '?')} training, {d['n_test_used']} test images "
-                    f"({d.get('image_size', '?')}px, {d.get('in_channels', '?')} channel(s))")
+        data_row = (f"{d.get('name', cfg['dataset'])}: {d.get('n_train', '?')} training, {d['n_test_used']} images "
+                    f"compared ({'every image, test images first' if images == 'all' else 'the test images'}; "
+                    f"{d.get('image_size', '?')}px, {d.get('in_channels', '?')} channel(s))")
     rep.table(["item", "value"], [
         ["architecture", cfg["arch"] + (f" (width x{cfg['width']:g})" if cfg["width"] != 1 else "")],
         ["dataset", data_row],
@@ -247,12 +308,15 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
         ["activations", ("every block's MLP activation (GELU) and output; every token of every test input is a sample "
                          "and every feature a neuron (sequence layout, seq mode 'tokens')" if sequence else
                          f"every ReLU, conv mode '{cfg['conv_mode']}' (every spatial position is a sample)")
-                        + " on the test inputs; sparse prediction fits on the first half of them and is scored on the "
-                          "second"],
+                        + "; held-out matching and sparse prediction fit on the first half of the inputs and are "
+                          "scored on the second"],
         ["ε grid", f"{len(v.grid)} values in [{min(v.grid):g}, {max(v.grid):g}]; the authors' "
                    f"{', '.join(f'{e:g}' for e in v.authors)} marked; simple matches at ε = {cfg['simple_eps']:g}"],
-        ["nulls", f"untrained networks; shuffled rows with {cfg['permutations']} permutations on an in-memory sample "
-                  f"of up to {cfg['sample_rows']} rows per layer (sampled positions, with replacement)"],
+        ["nulls", f"untrained networks; shuffled rows with {n_perm} permutations on an in-memory sample of up to "
+                  f"{d.get('rows_per_image_in_sample', '?')} position(s) per image (about {cfg['sample_rows']} "
+                  "rows per conv layer; every image for fully connected layers)"],
+        ["calibration", f"random rotations of B's units: {cfg.get('n_rotations', '?')}; bootstrap over images: "
+                        f"{cfg.get('n_boot', '?')} draws"],
         ["versions", ", ".join(f"{k} {val}" for k, val in res["versions"].items() if k != "platform")],
     ])
     rep.table(["layer", "module", "layout", "units", "samples", "samples per neuron", "dead units (A / B, mean)"],
@@ -261,150 +325,255 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
                 f"{v.mean(L['name'], 'subspace', lambda u: u['dead_x']):.1f} / "
                 f"{v.mean(L['name'], 'subspace', lambda u: u['dead_y']):.1f}"] for L in res["layers"]],
               caption="Layers compared, input to output (layout: how the output was read, and why)")
-    # -- headline
+
+    # -- headline: the curve on [0, 1) and its summaries, with both nulls
     rep.section(SECTIONS[2], "headline")
-    svg, files = save(plots.fig_similarity_vs_depth(
-        shown, v.authors, trained, {"untrained": untrained, "shuffled": shuffled},
-        title=f"Maximum match similarity against depth ({cfg['arch']}, {cfg['dataset']}, {n_pairs} pairs)"),
-        "similarity_vs_depth")
-    rep.figure(svg, "Maximum match similarity of the same layer in two networks, for each of the authors' ε "
-               f"(coloured: mean over the {n_pairs} pairs of seeds, band: min-max). Dashed grey: the untrained-"
-               "network null (darker, hatched) and the shuffled-row null (lighter).", files=files)
+    curve_t = np.array([[v.unit(i, L, "subspace")["similarity"] for L in layers] for i in range(n_pairs)], dtype=float)
+    curve_u = np.array([[v.unit(i, L, "untrained")["similarity"] for L in layers] for i in range(n_pairs)], dtype=float)
+    curve_s = np.array([[v.unit(i, L, "shuffled")["similarity_null_mean"] for L in layers] for i in range(n_pairs)],
+                       dtype=float)
+    e50_t = _stat(v, "subspace", "eps_50", layers)
+    svg, files = save(plots.fig_curves_grid(grid, shown, curve_t, {"untrained": curve_u, "shuffled": curve_s},
+                                            authors_eps=v.authors, marks=e50_t,
+                                            title=f"Maximum match similarity against ε ({cfg['arch']}, "
+                                                  f"{cfg['dataset']}, {pairs_txt})"), "mms_curves")
+    rep.figure(svg, f"One panel per layer: maximum match similarity (MMS) against ε on [0, 1) for the trained pairs "
+               f"(blue: mean over {pairs_txt}, band min-max), the untrained-network null (dark grey, dashed) and the "
+               "shuffled-row null (light grey, dotted: mean over permutations). Thin vertical lines: the authors' ε; "
+               "red ticks: eps_50 of each trained pair. A layer is similar across seeds where the blue curve rises "
+               "before both grey ones.", files=files)
+    stats = [("eps_50", "eps_50 ↓", False, (0, 1.02)), ("max_epsilon", "max_epsilon ↓", False, (0, 1.02)),
+             ("area", "area under the curve ↑", True, (0, 1.02))]
+    arrays = {}
+    panels = []
+    for key, ylab, larger, ylim in stats:
+        t, u = _stat(v, "subspace", key, layers), _stat(v, "untrained", key, layers)
+        s_mean = _stat(v, "shuffled", key, layers, "null_mean")
+        s_p = _stat(v, "shuffled", key, layers, "p_value")
+        arrays[key] = (t, u, s_mean, s_p, larger)
+        panels.append({"ylabel": ylab, "trained": t, "untrained": u, "shuffled": s_mean, "ylim": ylim,
+                       "shuffled_low": _stat(v, "shuffled", key, layers, "null_q025"),
+                       "shuffled_high": _stat(v, "shuffled", key, layers, "null_q975")})
+    svg, files = save(plots.fig_summaries_vs_depth(shown, panels, title="Three numbers that summarise the curve, "
+                                                   "against depth"), "mms_summaries_vs_depth")
+    rep.figure(svg, "eps_50: the smallest ε at which half of the live neurons of each layer are in the maximum match "
+               "(minimal_epsilon); max_epsilon: the smallest ε at which all are; area: the mean of MMS over ε in "
+               "[0, 1). Arrows: which way is more similar. Blue: trained pairs; dark grey: untrained network; light "
+               "grey: shuffled rows (mean, and the 95% range of the permutation null).", files=files)
     rows = []
     for j, L in enumerate(layers):
-        row = [label[L]]
-        for k, e in enumerate(v.authors):
-            ps = [v.unit(i, L, "shuffled")["similarity_p"][idx[k]] for i in range(n_pairs)]
-            row.append(f"{_f(np.nanmean(trained[:, j, k]))} ({_f(np.nanmean(untrained[:, j, k]))} | "
-                       f"{_f(np.nanmean(shuffled[:, j, k]))}, p≤{_p(max(_nan(p) for p in ps))})")
-        rows.append(row)
-    rep.table(["layer"] + [f"ε = {e:g}" for e in v.authors], rows,
-              caption="Maximum match similarity, mean over pairs: trained (untrained null | shuffled null mean, "
-                      "p = the largest permutation p-value over pairs)")
-    # A data-driven reading of the headline (no judgement beyond "above both nulls in every pair").
-    e_top = max(v.authors)
-    kt = v.authors.index(e_top)
-    above = [L for j, L in enumerate(layers)
-             if np.all(trained[:, j, kt] > np.maximum(untrained[:, j, kt], shuffled[:, j, kt]))]
-    bip_above = [L for L in layers
-                 if all(v.unit(i, L, "alignment")["bipartite_mean"] > v.unit(i, L, "untrained")["bipartite_mean"]
-                        and v.unit(i, L, "shuffled")["bipartite_match"]["p_value"] <= 0.1 for i in range(n_pairs))]
-    rep.paragraph(f"At a glance: at ε = {e_top:g} the trained pairs exceed both nulls in every pair in "
-                  f"{', '.join(above) if above else 'no layer'}; bipartite matching exceeds the untrained null "
-                  f"(and the shuffled null at p ≤ 0.1) in every pair in {', '.join(bip_above) if bip_above else 'no layer'}. "
-                  "Where the untrained null is as high as the trained value, the similarity reflects the input and "
-                  "the architecture rather than anything learned.", note=True)
-    from ..subspace import MIN_SAMPLES_PER_NEURON
+        rows.append([label[L]] + [_trio(*[a[:, j] for a in arrays[k][:4]]) for k, *_ in stats])
+    rep.table(["layer", "eps_50 ↓", "max_epsilon ↓", "area ↑"], rows,
+              caption=f"Mean over {pairs_txt}: trained (untrained null | shuffled null mean, p = the largest "
+                      "permutation p-value over pairs)")
+    for key, _lab, larger, _ in stats:
+        t, u, s_mean, s_p, _l = arrays[key]
+        vs = sm.verdicts(layers, t, u, s_p, larger=larger, alpha=alpha, n_permutations=n_perm)
+        rep.paragraph(sm.sentence(key, vs, larger=larger, alpha=alpha, n_permutations=n_perm), note=True)
 
     few = [L["name"] for L in res["layers"] if L["samples_per_neuron"] < MIN_SAMPLES_PER_NEURON]
     if few:
         rep.paragraph(f"Caution: {', '.join(few)} {'has' if len(few) == 1 else 'have'} fewer than "
                       f"{MIN_SAMPLES_PER_NEURON:g} samples per neuron; spans of that many vectors cover most of the "
-                      "sample space, so their matches are close to trivial (use more test images).", note=True)
-    rep.table(["layer", "max_epsilon (trained)", "max_epsilon (untrained)"],
-              [[L, _f(v.mean(L, "subspace", lambda u: u["max_epsilon"])),
-                _f(v.mean(L, "untrained", lambda u: u["max_epsilon"]))] for L in layers],
-              caption="max_epsilon: the smallest ε at which the two whole layers match (smaller = more similar)")
+                      "sample space, so their matches are close to trivial (compare more images).", note=True)
+
     # -- granularity
     rep.section(SECTIONS[3], "granularity")
     sizes = {L: sum((list(v.unit(i, L, "simple").get("sizes", [])) for i in range(n_pairs)), []) for L in layers}
-    svg, files = save(plots.fig_simple_sizes(sizes, eps=cfg["simple_eps"],
-                                             title=f"Sizes of the simple matches (ε = {cfg['simple_eps']:g}, all pairs)"),
-                      "simple_sizes")
+    null_sizes = {name: {L: sum((list((v.unit(i, L, "simple_nulls").get(name) or {}).get("sizes", []))
+                                  for i in range(n_pairs)), []) for L in layers} for name in ("untrained", "shuffled")}
+    svg, files = save(plots.fig_simple_sizes(sizes, eps=cfg["simple_eps"], nulls=null_sizes,
+                                             title=f"Sizes of the simple matches (ε = {cfg['simple_eps']:g}, "
+                                                   f"{pairs_txt})"), "simple_sizes")
     none = not any(sizes.values())
     rep.figure(svg, "Each point is one simple match (a smallest group of units of A and B spanning the same "
-               "subspace within ε); size = units of A + units of B. Size 2 would be a one-to-one neuron match."
+               "subspace within ε); size = units of A + units of B; size 2 is a one-to-one neuron match. Blue: "
+               "trained pairs; grey: the same search against the untrained network and on shuffled rows (first "
+               "permutation); bars: medians."
                + (f" No layer has a non-empty maximum match at ε = {cfg['simple_eps']:g}, so there are no simple "
                   "matches to show: at this ε the two networks share no subspace spanned by their neurons (rerun "
                   "with a larger --simple-eps, e.g. 0.5, to see the granularity where matches exist)." if none else ""),
                files=files)
     rows = []
     for L in layers:
-        sm = [v.unit(i, L, "simple") for i in range(n_pairs)]
-        skipped = [s for s in sm if "skipped" in s]
-        n = [s.get("n_matches", 0) for s in sm if "skipped" not in s]
+        sml = [v.unit(i, L, "simple") for i in range(n_pairs)]
+        ok = [s for s in sml if "skipped" not in s]
         allsz = sizes[L]
-        rows.append([L, "skipped" if skipped and not n else f"{np.mean(n):.1f}",
-                     _f(np.median(allsz), 1) if allsz else "–", int(max(allsz)) if allsz else "–",
-                     sum(1 for s in allsz if s == 2),
-                     _f(v.mean(L, "subspace", lambda u: u["similarity"][_eps_index(v.grid, cfg["simple_eps"])])
-                        if any(abs(g - cfg["simple_eps"]) < 1e-9 for g in v.grid) else None)])
-    rep.table(["layer", "simple matches per pair", "median size", "largest", "one-to-one (size 2)",
-               f"MMS at ε={cfg['simple_eps']:g}"], rows, caption="Simple matches")
-    semi = np.array([[v.unit(i, L, "alignment")["semi_mean"] for L in layers] for i in range(n_pairs)], dtype=float)
-    bip = np.array([[v.unit(i, L, "alignment")["bipartite_mean"] for L in layers] for i in range(n_pairs)], dtype=float)
-    bnull = np.array([[v.unit(i, L, "shuffled")["bipartite_match"]["null_mean"] for L in layers]
-                      for i in range(n_pairs)], dtype=float)
-    svg, files = save(plots.fig_matching_vs_depth(shown, semi, bip, bnull), "matching_vs_depth")
-    rep.figure(svg, "Mean correlation of each unit with its partner: semi-matching (best partner, may repeat) and "
-               "bipartite matching (one-to-one). Where the bipartite value falls well below the semi value, "
-               "units do not pair up one to one. Grey: shuffled-row null of the bipartite value.", files=files)
+        per = lambda key: f"{np.mean([s.get(key, 0) for s in ok]):.1f}" if ok else "skipped"  # noqa: E731
+        one2one = f"{np.mean([sum(1 for x in s.get('sizes', []) if x == 2) for s in ok]):.1f}" if ok else "skipped"
+        nulls_n = []
+        for name in ("untrained", "shuffled"):
+            ns = [(v.unit(i, L, "simple_nulls").get(name) or {}) for i in range(n_pairs)]
+            ns = [x for x in ns if "n_matches" in x]
+            nulls_n.append(f"{np.mean([x['n_matches'] for x in ns]):.1f}" if ns else "–")
+        k_simple = _eps_index(v.grid, cfg["simple_eps"]) if any(abs(g - cfg["simple_eps"]) < 1e-9 for g in v.grid) \
+            else None
+        rows.append([label[L], per("n_matches"), one2one, _f(np.median(allsz), 1) if allsz else "–",
+                     int(max(allsz)) if allsz else "–", *nulls_n,
+                     _f(v.mean(L, "subspace", lambda u: u["similarity"][k_simple]) if k_simple is not None else None)])
+    rep.table(["layer", "simple matches per pair", "one-to-one (size 2) per pair", "median size (all pairs)",
+               "largest (all pairs)", "per pair, untrained null", "per pair, shuffled null",
+               f"MMS at ε={cfg['simple_eps']:g}"], rows,
+              caption=f"Simple matches: counts are means per pair over {pairs_txt}; sizes pool the matches of "
+                      "every pair")
+    semi = _stat(v, "alignment", "semi_mean", layers)
+    bip = _stat(v, "alignment", "bipartite_mean", layers)
+    match_nulls = {"semi": _stat(v, "shuffled", "semi_match", layers, "null_mean"),
+                   "bipartite": _stat(v, "shuffled", "bipartite_match", layers, "null_mean")}
+    match_untr = {"semi": _stat(v, "untrained", "semi_mean", layers),
+                  "bipartite": _stat(v, "untrained", "bipartite_mean", layers)}
+    heldout = {"semi": _stat(v, "calibration", "heldout", layers, "semi"),
+               "bipartite": _stat(v, "calibration", "heldout", layers, "bipartite")}
+    rotated = {"semi": _stat(v, "calibration", "rotation", layers, "rotated_semi_mean"),
+               "bipartite": _stat(v, "calibration", "rotation", layers, "rotated_bipartite_mean")}
+    svg, files = save(plots.fig_matching_vs_depth(shown, semi, bip, match_nulls, untrained=match_untr,
+                                                  heldout=heldout, rotated=rotated), "matching_vs_depth")
+    rep.figure(svg, "Mean correlation of each unit with its partner: semi-matching (best partner, may repeat; top) "
+               "and bipartite matching (one-to-one; bottom). Solid: in sample; dashed: the assignment fitted on one "
+               "half of the images and scored on the other; dash-dot: the same matching against a random rotation "
+               "of B's units (same subspace, no privileged axes); dark grey: untrained network; light grey: shuffled "
+               "rows. A shared neuron basis shows as solid and dashed well above the rotation baseline and the "
+               "untrained network.", files=files)
     rows = []
-    for L in layers:
-        g = lambda name, key: v.mean(L, name, lambda u: u[key])  # noqa: E731
-        sh = lambda key, f: v.mean(L, "shuffled", lambda u: u[key][f])  # noqa: E731
-        rows.append([label[L], _f(g("alignment", "semi_mean")), _f(g("untrained", "semi_mean")),
-                     f"{_f(sh('semi_match', 'null_mean'))} (p≤{_p(max(_nan(v.unit(i, L, 'shuffled')['semi_match']['p_value']) for i in range(n_pairs)))})",
-                     _f(g("alignment", "bipartite_mean")), _f(g("untrained", "bipartite_mean")),
-                     f"{_f(sh('bipartite_match', 'null_mean'))} (p≤{_p(max(_nan(v.unit(i, L, 'shuffled')['bipartite_match']['p_value']) for i in range(n_pairs)))})",
-                     _f(g("alignment", "agreement")), _f(g("alignment", "chance"))])
-    rep.table(["layer", "semi", "untrained", "shuffled (mean, p)", "bipartite", "untrained", "shuffled (mean, p)",
-               "agreement share", "random pairing"], rows,
-              caption="One-to-one matching (mean matched correlation, mean over pairs). Agreement: share of units "
-                      "whose semi- and bipartite partners coincide. Random pairing: mean of the between-net matrix.")
+    for j, L in enumerate(layers):
+        rows.append([label[L], _trio(semi[:, j], match_untr["semi"][:, j], match_nulls["semi"][:, j],
+                              _stat(v, "shuffled", "semi_match", layers, "p_value")[:, j]),
+                     _trio(bip[:, j], match_untr["bipartite"][:, j], match_nulls["bipartite"][:, j],
+                           _stat(v, "shuffled", "bipartite_match", layers, "p_value")[:, j]),
+                     _f(v.mean(L, "alignment", lambda u: u["agreement"])),
+                     _f(v.mean(L, "alignment", lambda u: u["chance"]))])
+    rep.table(["layer", "semi-matching", "bipartite matching", "agreement share", "random pairing"], rows,
+              caption=f"One-to-one matching, mean matched correlation (mean over {pairs_txt}): trained (untrained | "
+                      "shuffled mean, p). Agreement: share of units whose semi- and bipartite partners coincide. "
+                      "Random pairing: mean of the between-net matrix.")
+    for key, what in (("bipartite_match", "bipartite matching"), ("semi_match", "semi-matching")):
+        t = semi if key == "semi_match" else bip
+        u = match_untr["semi" if key == "semi_match" else "bipartite"]
+        vs = sm.verdicts(layers, t, u, _stat(v, "shuffled", key, layers, "p_value"), larger=True, alpha=alpha,
+                         n_permutations=n_perm)
+        rep.paragraph(sm.sentence(what, vs, larger=True, alpha=alpha, n_permutations=n_perm), note=True)
+
+    # -- calibration
+    rep.section(SECTIONS[4], "calibration")
+    rows = []
+    for j, L in enumerate(layers):
+        cal = [v.unit(i, L, "calibration") for i in range(n_pairs)]
+        row = [label[L]]
+        for key, stat in (("semi", "semi_match"), ("bipartite", "bipartite_match")):
+            hw = [0.5 * (c["bootstrap"][stat]["high"] - c["bootstrap"][stat]["low"]) for c in cal
+                  if "low" in c["bootstrap"][stat]]
+            ex = [c["rotation"][f"excess_{key}"] for c in cal]
+            pr = [c["rotation"][f"p_{key}"] for c in cal]
+            uho = [_nan((v.unit(i, L, "untrained").get("heldout") or {}).get(key)) for i in range(n_pairs)]
+            row += [f"{_f(_nmean((semi if key == 'semi' else bip)[:, j]))} ±{_f(np.mean(hw)) if hw else '–'}",
+                    _f(_nmean(heldout[key][:, j])), _f(_nmean(uho)),
+                    f"{_f(np.mean(ex))} (p≤{_p(max(pr))})"]
+        rows.append(row)
+    rep.table(["layer", "semi: in sample ±95% (images)", "held-out", "held-out, untrained", "excess over rotation",
+               "bipartite: in sample ±95% (images)", "held-out", "held-out, untrained", "excess over rotation"], rows,
+              caption=f"Calibrated best-match statistics (mean over {pairs_txt}). ±: half-width of the 95% bootstrap "
+                      "interval that resamples images (all positions of an image together), on the in-memory sample. "
+                      "Held-out: pairs fitted on one half of the images, correlations scored on the other (both "
+                      "directions averaged). Excess: in-sample value minus its mean over random rotations of B's "
+                      f"units (p: share of {cfg.get('n_rotations', '?')} rotations at least as high, plus one).")
+    soft_t, soft_u = _stat(v, "soft", "distance", layers), _stat(v, "untrained", "soft", layers, "distance")
+    soft_s = _stat(v, "shuffled", "soft_distance", layers, "null_mean")
+    soft_p = _stat(v, "shuffled", "soft_distance", layers, "p_value")
+    rows = []
+    for j, L in enumerate(layers):
+        cal = [v.unit(i, L, "calibration")["bootstrap"]["soft_match_distance"] for i in range(n_pairs)]
+        hw = [0.5 * (c["high"] - c["low"]) for c in cal if "low" in c]
+        rows.append([label[L], _trio(soft_t[:, j], soft_u[:, j], soft_s[:, j], soft_p[:, j]), _f(np.mean(hw)) if hw else "–",
+                     _f(v.mean(L, "soft", lambda u: u["mean_correlation"]))])
+    rep.table(["layer", "soft matching distance ↓", "±95% (images)", "transport-weighted mean correlation"], rows,
+              caption="Soft matching distance (optimal transport between the standardised units of the two layers, "
+                      "Khosla & Williams 2023; in [0, 2], 0 = the same units up to permutation): trained (untrained | "
+                      "shuffled mean, p).")
+    vs = sm.verdicts(layers, soft_t, soft_u, soft_p, larger=False, alpha=alpha, n_permutations=n_perm)
+    rep.paragraph(sm.sentence("soft matching distance", vs, larger=False, alpha=alpha, n_permutations=n_perm), note=True)
+
     # -- details
-    rep.section(SECTIONS[4], "details")
-    curves = {L: np.array([v.unit(i, L, "subspace")["similarity"] for i in range(n_pairs)], dtype=float)
-              for L in layers}
-    nulls = {L: np.array([v.unit(i, L, "untrained")["similarity"] for i in range(n_pairs)], dtype=float)
-             for L in layers}
-    svg, files = save(plots.fig_similarity_curves(v.grid, curves, authors_eps=v.authors, nulls=nulls,
-                                                  title="Maximum match similarity against ε, per layer"),
-                      "similarity_curves")
-    rep.figure(svg, "Similarity against ε for every layer (solid: trained pairs, dotted: trained vs untrained). "
-               "Vertical lines: the authors' ε values. MMS is a step function of ε; read the whole curve.",
-               files=files)
+    rep.section(SECTIONS[5], "details")
+    idx = [_eps_index(v.grid, e) for e in v.authors]
+
+    def at_authors(name, key):
+        return np.array([[[_nan(v.unit(i, L, name)[key][k]) for k in idx] for L in layers] for i in range(n_pairs)])
+
+    trained, untrained, shuffled = (at_authors("subspace", "similarity"), at_authors("untrained", "similarity"),
+                                    at_authors("shuffled", "similarity_null_mean"))
+    svg, files = save(plots.fig_similarity_vs_depth(
+        layers, v.authors, trained, {"untrained": untrained, "shuffled": shuffled},
+        title=f"MMS at the authors' ε against depth ({pairs_txt})"), "similarity_vs_depth")
+    rep.figure(svg, "The paper's view: maximum match similarity at each of the authors' ε, one panel per ε (blue: "
+               f"mean over {pairs_txt}, band min-max; dark grey: untrained network; light grey: shuffled rows). Where "
+               "everything is 0 the single ε cannot discriminate; the curves above can.", files=files)
+    rows = []
+    for j, L in enumerate(layers):
+        row = [L]
+        for k, e in enumerate(v.authors):
+            ps = np.array([_nan(v.unit(i, L, "shuffled")["similarity_p"][idx[k]]) for i in range(n_pairs)])
+            row.append(_trio(trained[:, j, k], untrained[:, j, k], shuffled[:, j, k], ps))
+        rows.append(row)
+    rep.table(["layer"] + [f"ε = {e:g}" for e in v.authors], rows,
+              caption=f"MMS at the authors' ε, mean over {pairs_txt}: trained (untrained | shuffled mean, p)")
     for L in dict.fromkeys([first_layer, mid_layer]):
         al = v.unit(0, L, "alignment")
         semi_s = [_nan(x) for x in al["sorted_semi"]]
         bip_s = [_nan(x) for x in al["sorted_bipartite"]]
         a, b = v.pairs[0]
-        svg, files = save(plots.fig_sorted_correlations(semi_s, bip_s, layer=L,
+        nulls = {"untrained": v.unit(0, L, "untrained").get("sorted_semi") or [],
+                 "shuffled": (v.unit(0, L, "shuffled").get("first_permutation") or {}).get("sorted_semi") or []}
+        svg, files = save(plots.fig_sorted_correlations(semi_s, bip_s, layer=L, nulls=nulls,
                                                         title=f"Matched correlations, {L} (seed {a} vs seed {b})"),
                           f"sorted_correlations_{L}")
-        rep.figure(svg, f"Units of seed {a} sorted by their best correlation with seed {b} (semi-matching), "
-                   "with the correlation of their one-to-one (bipartite) partner.", files=files)
+        rep.figure(svg, f"Units of seed {a} sorted by their best correlation with seed {b} (semi-matching), with the "
+                   "correlation of their one-to-one (bipartite) partner; grey: the sorted semi-matching values against "
+                   "the untrained network and on shuffled rows (first permutation).", files=files)
         if "permuted_matrix" in al:
-            M = np.array(al["permuted_matrix"], dtype=float)
-            svg, files = save(plots.fig_heatmap(M, xlabel=f"network B (seed {b}): unit, permuted by the matching",
-                                                ylabel=f"network A (seed {a}): unit, best matched first",
-                                                title=f"Between-network correlations, {L}", cmap="RdBu_r",
-                                                vmin=-1, vmax=1, colorbar_label="correlation"),
+            mats = {f"trained (seed {b})": al["permuted_matrix"]}
+            xl = {f"trained (seed {b})": f"network B (seed {b}): unit, permuted by the matching"}
+            um = v.unit(0, L, "untrained").get("permuted_matrix")
+            shm = (v.unit(0, L, "shuffled").get("first_permutation") or {}).get("permuted_matrix")
+            if um:
+                mats["untrained network (null)"] = um
+                xl["untrained network (null)"] = "untrained network: unit, permuted by its matching"
+            if shm:
+                mats["shuffled rows (null)"] = shm
+                xl["shuffled rows (null)"] = f"seed {b} on shuffled rows: unit, permuted"
+            svg, files = save(plots.fig_heatmaps(mats, xlabels=xl, ylabel=f"network A (seed {a}): unit, best matched "
+                                                 "first", title=f"Between-network correlations, {L}", cmap="RdBu_r",
+                                                 vmin=-1, vmax=1, colorbar_label="correlation"),
                               f"permuted_correlations_{L}")
-            rep.figure(svg, al.get("permuted_matrix_note", "").capitalize() + ". A bright diagonal means one-to-one "
-                       "partners.",
-                       files=files)
+            note = al.get("permuted_matrix_note", "")
+            rep.figure(svg, note[:1].upper() + note[1:] + ", beside the same for each null. A "
+                       "bright diagonal means one-to-one partners.", files=files)
         sp = v.unit(0, L, "sparse")
         if "skipped" not in sp:
+            spn = v.unit(0, L, "sparse_nulls") if "sparse_nulls" in v.res["results"][0]["layers"][L] else {}
+            nulls = {k: spn[k]["x_to_y"]["mean_fvu"] for k in ("untrained", "shuffled")
+                     if k in spn and "x_to_y" in spn[k]}
             svg, files = save(plots.fig_sparse_prediction(
                 sp["alphas"], sp["x_to_y"]["mean_fvu"], sp["x_to_y"]["mean_nonzero"], n_inputs=sp["x_to_y"]["n_inputs"],
-                layer=L, title=f"Sparse prediction of seed {b} from seed {a}, {L}"), f"sparse_{L}")
+                layer=L, nulls=nulls, title=f"Sparse prediction of seed {b} from seed {a}, {L}"), f"sparse_{L}")
             rep.figure(svg, f"LASSO prediction of every unit of seed {b} from all units of seed {a} ({L}): held-out "
                        f"fraction of variance unexplained ({sp['n_train']} training rows, {sp['n_test']} held-out "
                        f"rows; split: {sp.get('split', 'halves of the test images')}) and non-zero inputs per unit, "
-                       "against the L1 penalty.", files=files)
+                       "against the L1 penalty; grey: the held-out FVU of the same prediction from the untrained "
+                       "network and on shuffled rows.", files=files)
     rows = []
     for L in layers:
         sp = v.unit(0, L, "sparse")
         if "skipped" in sp:
-            rows.append([L] + ["skipped"] * 4)
+            rows.append([L] + ["skipped"] * 5)
             continue
-        al = sp["alphas"]
-        for k, alpha in enumerate(al):
-            rows.append([L, f"{alpha:g}", _f(sp["x_to_y"]["mean_fvu"][k]), _f(sp["x_to_y"]["mean_nonzero"][k], 1),
-                         sp["mutual_pairs"][k]])
-    rep.table(["layer", "λ", "held-out FVU (A→B)", "inputs per unit", "mutual strongest pairs"], rows,
-              caption=f"Sparse prediction, seed {v.pairs[0][0]} → seed {v.pairs[0][1]}")
+        spn = v.res["results"][0]["layers"][L].get("sparse_nulls", {})
+        for k, alpha_k in enumerate(sp["alphas"]):
+            nv = [_f(spn[n]["x_to_y"]["mean_fvu"][k]) if n in spn and "x_to_y" in spn[n] else "–"
+                  for n in ("untrained", "shuffled")]
+            rows.append([L, f"{alpha_k:g}", f"{_f(sp['x_to_y']['mean_fvu'][k])} ({nv[0]} | {nv[1]})",
+                         _f(sp["x_to_y"]["mean_nonzero"][k], 1), sp["mutual_pairs"][k]])
+    rep.table(["layer", "λ", "held-out FVU A→B (untrained | shuffled)", "inputs per unit", "mutual strongest pairs"],
+              rows, caption=f"Sparse prediction, seed {v.pairs[0][0]} → seed {v.pairs[0][1]}")
     rows = []
     for L in layers:
         c = v.unit(0, L, "clusters")
@@ -430,25 +599,34 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     rows = []
     for L in layers:
         g = lambda key: v.mean(L, "reference", lambda u: u.get(key))  # noqa: E731
-        rows.append([L, _f(g("linear_cka")), _f(v.mean(L, "untrained", lambda u: u["linear_cka"])),
-                     f"{_f(v.mean(L, 'shuffled', lambda u: u['linear_cka']['null_mean']))}", _f(g("svcca")),
-                     _f(g("pwcca")), _f(g("procrustes"))])
-    rep.table(["layer", "linear CKA ↑", "untrained", "shuffled", "SVCCA ↑", "PWCCA ↑", "Procrustes distance ↓"], rows,
-              caption="Reference measures (mean over pairs; ↑ larger = more similar, ↓ smaller = more similar). "
+        p_cka = max(_nan(v.unit(i, L, "shuffled")["linear_cka"]["p_value"]) for i in range(n_pairs))
+        rows.append([L, f"{_f(g('linear_cka'))} ({_f(v.mean(L, 'untrained', lambda u: u['linear_cka']))} | "
+                        f"{_f(v.mean(L, 'shuffled', lambda u: u['linear_cka']['null_mean']))}, p≤{_p(p_cka)})",
+                     _f(g("svcca")), _f(g("pwcca")), _f(g("procrustes"))])
+    rep.table(["layer", "linear CKA ↑ (untrained | shuffled, p)", "SVCCA ↑", "PWCCA ↑", "Procrustes distance ↓"], rows,
+              caption=f"Reference measures (mean over {pairs_txt}; ↑ larger = more similar, ↓ smaller = more similar). "
                       "CKA and CCA are invariant to rotations within a layer, MMS is not: they are not comparable "
                       "number for number.")
     heat = res.get("heatmap")
     if heat:
-        M = np.array([[_nan(x) for x in row] for row in heat["matrix"]])
-        svg, files = save(plots.fig_heatmap(M, xlabel=f"network B (seed {heat['b']}): layer",
-                                            ylabel=f"network A (seed {heat['a']}): layer",
-                                            title="Linear CKA between every pair of layers", xticklabels=heat["layers"],
-                                            yticklabels=heat["layers"], vmin=0, vmax=1, colorbar_label="linear CKA"),
-                          "layer_heatmap")
+        mats = {f"seed {heat['a']} vs seed {heat['b']}": heat["matrix"]}
+        xl = {f"seed {heat['a']} vs seed {heat['b']}": f"network B (seed {heat['b']}): layer"}
+        if heat.get("untrained_matrix") is not None:
+            mats["vs untrained network (null)"] = heat["untrained_matrix"]
+            xl["vs untrained network (null)"] = "untrained network: layer"
+        if heat.get("shuffled_matrix") is not None:
+            mats["vs shuffled images (null)"] = heat["shuffled_matrix"]
+            xl["vs shuffled images (null)"] = f"network B (seed {heat['b']}), images shuffled: layer"
+        M = {k: np.array([[_nan(x) for x in row] for row in m]) for k, m in mats.items()}
+        svg, files = save(plots.fig_heatmaps(M, xlabels=xl, ylabel=f"network A (seed {heat['a']}): layer",
+                                             title="Linear CKA between every pair of layers", ticklabels=heat["layers"],
+                                             vmin=0, vmax=1, colorbar_label="linear CKA"), "layer_heatmap")
         rep.figure(svg, f"Linear CKA between every layer of seed {heat['a']} and every layer of seed {heat['b']} "
-                   "(conv layers average-pooled over positions). The diagonal should stand out.", files=files)
+                   "(conv layers average-pooled over positions), beside the same against the untrained network and "
+                   f"with the images of B shuffled (mean of {heat.get('n_permutations', '?')} permutations). The "
+                   "diagonal should stand out.", files=files)
     # -- files
-    rep.section(SECTIONS[5], "files")
+    rep.section(SECTIONS[6], "files")
     rep.table(["table", "file"], [[k, os.path.relpath(p, run_dir)] for k, p in tables.items()])
     prov = res["provenance"]
     rep.paragraph(f"Units computed in the last run: {len(prov['computed'])}; reused from the cache: "

@@ -17,11 +17,12 @@ import warnings
 import mpmath as mp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import repmatch
 from repmatch import GRAM_TOL, QR_TOL, RANK_TOL, NoMatchError, Reduction, RepmatchWarning
+from repmatch._certify import band
 
 mp.mp.dps = 60
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -41,17 +42,25 @@ def _unit(v):
     return [x / n for x in v]
 
 
+class Ambiguous(Exception):
+    """A pivot within the order band of rank_tol: the convention leaves the answer undecidable."""
+
+
 def ref_dist2(a, B, rank_tol=RANK_TOL):
     """Squared relative distance of ``a`` to the numerical span of the columns ``B``: greedy
     pivoted Gram-Schmidt on the unit columns (largest relative residual first, lowest index on
-    ties), stopping when the largest relative residual is below ``rank_tol``."""
+    ties), stopping when the largest relative residual is below ``rank_tol``. Raises Ambiguous when
+    a pivot lies within ``band(|B|)`` of rank_tol (then another pivot order may decide otherwise)."""
     res = [_unit(b) for b in B]
     ar = _unit(a)
     free = list(range(len(B)))
     tol = mp.mpf(rank_tol)
+    f = mp.mpf(band(len(B)))
     while free:
         norms = [mp.sqrt(_dot(res[j], res[j])) for j in free]
         k = max(range(len(free)), key=lambda i: (norms[i], -free[i]))
+        if tol / f <= norms[k] <= tol * f:
+            raise Ambiguous
         if norms[k] < tol:
             break
         j = free.pop(k)
@@ -122,10 +131,17 @@ def _streamed(X, Y, method, batch=7, device=None):
     return r
 
 
+def _ref_or_skip(X, Y, eps, tol):
+    try:
+        return ref_maximum_match(X, Y, eps, tol)
+    except Ambiguous:  # generated into the order band: no defined answer (test_order_band covers it)
+        assume(False)
+
+
 def assert_exact(X, Y, eps, method):
     """With the arrays at hand: certified and equal to the reference."""
     tol = QR_TOL if method == "qr" else GRAM_TOL
-    ref = ref_maximum_match(X, Y, eps, tol)
+    ref = _ref_or_skip(X, Y, eps, tol)
     m = _quiet(repmatch.maximum_match, X, Y, eps=eps, method=method)
     assert m.certified, (method, eps, m)
     assert (set(m.x.tolist()), set(m.y.tolist())) == ref, (method, eps, m, ref)
@@ -134,7 +150,7 @@ def assert_exact(X, Y, eps, method):
 def assert_sound(r, X, Y, eps):
     """From a reduction alone: certified part right, truth within certified + uncertain."""
     tol = QR_TOL if r.method == "qr" else GRAM_TOL
-    rx, ry = ref_maximum_match(X, Y, eps, tol)
+    rx, ry = _ref_or_skip(X, Y, eps, tol)
     m = _quiet(repmatch.maximum_match, r, eps=eps)
     assert set(m.x.tolist()) <= rx <= set(m.x.tolist()) | set(m.uncertain_x.tolist()), (eps, m, rx)
     assert set(m.y.tolist()) <= ry <= set(m.y.tolist()) | set(m.uncertain_y.tolist()), (eps, m, ry)
@@ -199,6 +215,23 @@ def test_ill_conditioned_max_epsilon_within_its_bound(data):
         tol = QR_TOL if method == "qr" else GRAM_TOL
         assert me >= ref - 1e-15  # certified upper end: everything matches at it
         assert me - ref <= tol or any("only certified" in str(x.message) for x in w)
+
+
+def test_order_band_is_uncertain_never_decided():
+    # The audit's case: Y = [s, e1, e2, e3] with s = e1 + e2 + e3 + 1.2e-10 e4. s's tiny direction
+    # has pivot 1.2e-10 when s is pivoted first and 6.9e-11 when it comes last (the first pivot is a
+    # tie): the rank convention depends on the order, so x3 = e4 must be uncertain, whatever the
+    # column order, a rescaled column or the method.
+    E = np.eye(20)
+    s = E[:, 0] + E[:, 1] + E[:, 2] + 1.2e-10 * E[:, 3]
+    X = E[:, :4].copy()
+    for Y in (np.column_stack([s, E[:, 0], E[:, 1], E[:, 2]]), np.column_stack([3 * s, E[:, 0], E[:, 1], E[:, 2]]),
+              np.column_stack([E[:, 0], E[:, 1], E[:, 2], s])):
+        for args, method in [((X, Y), "gram"), ((X, Y), "qr"), ((Reduction.from_arrays(X, Y, method="qr"),), None),
+                             ((Reduction.from_arrays(X, Y),), None)]:
+            m = _quiet(repmatch.maximum_match, *args, eps=0.25, method=method)
+            assert 3 not in m.x and 3 in m.uncertain_x, (method, m)
+            assert set(m.x) == {0, 1, 2}
 
 
 @st.composite
@@ -344,6 +377,37 @@ def test_a_neuron_at_1e_minus_170_is_not_dead_and_1e153_is_not_lost():
             for args in ((Xs, Y), (Reduction.from_arrays(Xs, Y, method=method),)):
                 m = repmatch.maximum_match(*args, eps=0.3, method=method if len(args) == 2 else None)
                 assert m.key() == base.key() and len(m.dead_x) == 0, (method, s)
+
+
+@pytest.mark.parametrize("target", [5e-324 * 1e3, 1e-309, 1e-300, 1e300, 1e308, 1.7e308])
+def test_values_at_the_ends_of_the_float64_range(target):
+    # a neuron whose largest value is subnormal, or near the float64 maximum: no unit overflows
+    # (found by the audit: 1 / scale overflowed for subnormal data, the scale itself for 1e308)
+    g = np.random.default_rng(5)
+    X = np.abs(g.standard_normal((40, 3))) + 0.05
+    Y = X @ np.abs(g.standard_normal((3, 2))) + 0.1 * np.abs(g.standard_normal((40, 2)))
+    Xs = X.copy()
+    Xs[:, 0] *= target / np.abs(X[:, 0]).max()
+    assert np.isfinite(Xs).all() and (Xs[:, 0] != 0).any()
+    for method in ("gram", "qr"):
+        base = _quiet(repmatch.maximum_match, X, Y, eps=0.3, method=method)
+        for args in ((Xs, Y), (Reduction.from_arrays(Xs, Y, method=method),)):
+            m = _quiet(repmatch.maximum_match, *args, eps=0.3, method=method if len(args) == 2 else None)
+            assert len(m.dead_x) == 0 and len(m.dead_y) == 0
+            if target >= 1e-300:  # subnormal data carry fewer digits: the geometry itself moves
+                assert m.key() == base.key(), (method, target)
+    if target >= 1e-300:
+        pytest.importorskip("torch")
+        m = _quiet(repmatch.maximum_match, Reduction.from_arrays(Xs, Y, device="cpu"), eps=0.3)
+        assert m.key() == _quiet(repmatch.maximum_match, X, Y, eps=0.3).key()
+
+
+def test_add_moments_of_any_scale():
+    r = Reduction(2, 1)
+    r.add_moments(10, np.array([1e200, 1.0, 2.0]), np.diag([1e300, 1.0, 1.0]))
+    assert r.scale[0] > 1 and np.isfinite(r._comoment).all() and np.isfinite(r._mean).all()
+    m = repmatch.maximum_match(r, eps=0.5)
+    assert m.certified and m.size == 3
 
 
 @pytest.mark.parametrize("k", [-300, -170, -100, -20, 0, 20, 78, 150, 300])
@@ -501,6 +565,22 @@ def test_damaged_reduction_files_are_rejected_naming_the_field(tmp_path, method)
     truncated.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a readable"):
         Reduction.load(truncated)
+
+
+def test_an_edit_that_leaves_every_field_plausible_is_caught_by_the_digest(tmp_path):
+    # zero-mean data: the moments do not depend on n_samples, so only the digest can tell (audit)
+    g = np.random.default_rng(2)
+    Z = g.standard_normal((25, 5))
+    for method in ("gram", "qr"):
+        r = Reduction.from_arrays(np.vstack([Z, -Z])[:, :3], np.vstack([Z, -Z])[:, 3:], method=method)
+        path = tmp_path / f"{method}.npz"
+        r.save(path)
+        with np.load(path) as f:
+            fields = {k: f[k] for k in f.files}
+        for n in (51, 500, 10**6):
+            bad = _damage(tmp_path, fields, "n_samples", np.array(n))
+            with pytest.raises(ValueError, match="'digest' does not match"):
+                Reduction.load(bad)
 
 
 def test_a_damaged_reduction_file_is_a_one_line_cli_error(tmp_path, capsys):

@@ -46,6 +46,19 @@ EXACT_WORK = 3_000_000
 EXACT_MAX_SPAN = 40
 
 
+#: A span's pivot within ``band(k) = RANK_BAND * sqrt(k)`` of ``rank_tol`` (either way) could fall on
+#: the other side of it under another pivot order (ties, a rescaled or permuted column): the greedy
+#: rank convention is then order-dependent, and every decision that depends on that direction is
+#: left uncertain rather than decided by an arbitrary order (found by an adversarial audit: a pivot
+#: of 1.2e-10 in one order is 6.9e-11 in another).
+RANK_BAND = 4.0
+
+
+def band(k: int) -> float:
+    """Factor around ``rank_tol`` within which a pivot of a k-column span is order-dependent."""
+    return RANK_BAND * math.sqrt(max(int(k), 1))
+
+
 def gamma(m) -> float:
     """Bound on the relative error of ``m`` chained roundings: ``ROUNDING_LAMBDA * sqrt(m) * u``."""
     return ROUNDING_LAMBDA * math.sqrt(max(float(m), 1.0)) * U
@@ -101,7 +114,8 @@ def exact_squared_distances(B_cols, A_cols, rank_tol: float) -> list:
     The span is that of the columns chosen by greedy pivoting in exact arithmetic (largest relative
     residual first, ties to the lowest index), stopping when the largest relative residual is below
     ``rank_tol``: the same convention as the floating-point kernels, without rounding. Returns
-    Fractions ``dist^2 / ||a||^2``; every column must be non-zero.
+    Fractions ``dist^2 / ||a||^2``; every column must be non-zero. Returns None when a pivot lies
+    within :func:`band` of ``rank_tol`` (the convention is order-dependent there: undecidable).
     """
     B_cols = list(B_cols)
     A_cols = list(A_cols)
@@ -112,9 +126,13 @@ def exact_squared_distances(B_cols, A_cols, rank_tol: float) -> list:
     S = [row[:] for row in G]  # Schur complement, updated in place
     free = list(range(nb))
     tol2 = Fraction(rank_tol) ** 2
+    f2 = Fraction(band(nb)) ** 2
     while free:
         best = max(free, key=lambda j: (S[j][j] / norms[j], -j))
-        if S[best][best] / norms[best] < tol2 or S[best][best] == 0:
+        rel = S[best][best] / norms[best]
+        if tol2 / f2 <= rel <= tol2 * f2:
+            return None
+        if rel < tol2 or S[best][best] == 0:
             break
         free.remove(best)
         p = S[best][best]

@@ -160,7 +160,9 @@ def scaled_batch(red, z: torch.Tensor, names) -> torch.Tensor:
                 raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
     red._rescale(red._scales_for(maxabs))
     if (red._scale != 1.0).any():
-        z = z * torch.as_tensor(1.0 / red._scale, device=z.device)
+        from .reduce import _exponent, _pow2
+
+        z = _pow2(z, -_exponent(red._scale)[None, :])
     return z
 
 

@@ -32,7 +32,7 @@ __all__ = ["load_activations", "save_reductions", "load_reductions", "is_reducti
 _MARKER = "repmatch_reductions"
 #: Format tag of the manifest.json of a directory of chunked activations (``repmatch extract --save``).
 SAVED_FORMAT = "repmatch-activations-1"
-_FIELDS = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "r", "scale", "sqsum", "depth")
+_FIELDS = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "r", "scale", "sqsum", "depth", "digest")
 
 
 #: What reading a damaged .npy/.npz raises: truncated data (EOFError, ValueError), a damaged zip or a

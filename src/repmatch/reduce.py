@@ -164,38 +164,39 @@ class Reduction:
         """Re-express the accumulators in units of ``new_scale`` (powers of two: exact, except that
         values pushed below the float64 range vanish, which only happens to terms that are
         negligible beside the data that caused the larger scale)."""
-        f = self._scale / new_scale
-        if np.array_equal(f, np.ones_like(f)):
+        d = _exponent(self._scale) - _exponent(new_scale)
+        if not d.any():
             return
         acc = self._acc
         if self.n_samples:
-            ft = f if self.device is None else _torch_backend().to_device(f, self.device)
-            # one factor at a time: f_i f_j alone can overflow where C_ij f_i f_j cannot
-            with np.errstate(under="ignore"):
-                acc["mean"] = acc["mean"] * ft
-                acc["comoment"] = (acc["comoment"] * ft[:, None]) * ft[None, :]
-                acc["sqsum"] = (acc["sqsum"] * ft) * ft
+            # one factor at a time, by exponents: f_i f_j alone can overflow where C_ij f_i f_j cannot
+            with np.errstate(under="ignore", over="ignore"):
+                acc["mean"] = _pow2(acc["mean"], d)
+                acc["comoment"] = _pow2(_pow2(acc["comoment"], d[:, None]), d[None, :])
+                acc["sqsum"] = _pow2(acc["sqsum"], 2 * d)
                 if acc["r"] is not None:
-                    acc["r"] = acc["r"] * ft
+                    acc["r"] = _pow2(acc["r"], d[None, :])
         self._scale = np.array(new_scale, dtype=np.float64)
         self._cache.clear()
 
     def _scales_for(self, maxabs: np.ndarray) -> np.ndarray:
         """Scales that keep a batch with per-neuron maxima ``maxabs`` (true units) in the safe range,
         changing a neuron's scale only when it leaves the range: upwards for large values, downwards
-        for small ones only while everything accumulated for that neuron is small too."""
+        for small ones only while everything accumulated for that neuron is small too. Scales are
+        powers of two between 2^-1074 and 2^1023, so every finite value (subnormal ones included)
+        has one."""
         scale = self._scale.copy()
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            rel = maxabs / scale
-        hi_lim, lo_lim = 2.0**_SAFE_EXP, 2.0**-_SAFE_EXP
-        exps = np.frexp(np.where(maxabs > 0, maxabs, 1.0))[1].astype(np.float64)  # maxabs < 2^exps
-        up = rel > hi_lim
-        scale[up] = np.ldexp(1.0, exps[up].astype(int))
-        down = (maxabs > 0) & (rel < lo_lim)
+        e_data = np.frexp(np.where(maxabs > 0, maxabs, 1.0))[1]  # maxabs < 2^e_data
+        rel = e_data - _exponent(scale)  # the batch's size in the current units, as a power of two
+        e_new = np.clip(e_data, -1074, 1023)
+        up = (maxabs > 0) & (rel > _SAFE_EXP)
+        scale[up] = np.ldexp(1.0, e_new[up])
+        down = (maxabs > 0) & (rel < -_SAFE_EXP)
         if down.any() and self.n_samples:
+            lo_lim = 2.0**-_SAFE_EXP
             g = np.diag(self._comoment) + self.n_samples * self._mean**2  # accumulated squares (scaled)
             down &= ~(g > self.n_samples * lo_lim**2)
-        scale[down] = np.ldexp(1.0, exps[down].astype(int))
+        scale[down] = np.ldexp(1.0, e_new[down])
         return scale
 
     @property
@@ -308,13 +309,16 @@ class Reduction:
         offsets = np.cumsum([0] + [p.shape[1] for p in parts])
         rows = parts[0].shape[0] * parts[0].shape[2]
         for attempt in (0, 1):
-            inv = None if not (self._scale != 1.0).any() else 1.0 / self._scale
+            inv = None if not (self._scale != 1.0).any() else -_exponent(self._scale)  # 2^inv per neuron
             try:
                 with np.errstate(over="ignore", invalid="ignore"):
                     if self.n_samples == 0:
-                        shift = np.concatenate([p.sum(axis=(0, 2), dtype=np.float64) for p in parts]) / rows
-                        if inv is not None:
-                            shift = shift * inv
+                        if inv is None:
+                            shift = np.concatenate([p.sum(axis=(0, 2), dtype=np.float64) for p in parts]) / rows
+                        else:  # in the new units (a copy, on this rare path only): the raw sum may overflow
+                            shift = np.concatenate([np.ldexp(np.asarray(p, dtype=np.float64),
+                                                             inv[offsets[i]:offsets[i + 1]][None, :, None]).sum(axis=(0, 2))
+                                                    for i, p in enumerate(parts)]) / rows
                     else:
                         shift = self._mean
                     if not np.isfinite(shift).all():
@@ -356,7 +360,7 @@ class Reduction:
         # the factor needs every row anyway (n^2 work per row): the maxima cost little beside it
         self._rescale(self._scales_for(np.abs(z).max(axis=0)))
         if (self._scale != 1.0).any():
-            z *= 1.0 / self._scale
+            np.ldexp(z, -_exponent(self._scale), out=z)
         stacked = np.vstack([self._r, z])
         self._r = scipy.linalg.qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0][: min(n, stacked.shape[0])]
         self._depth = max(self._depth, 1) + stacked.shape[0] * n
@@ -394,10 +398,14 @@ class Reduction:
             bad = "mean" if not bool(_torch_backend().all_finite(mean)) else "comoment"
             raise ValueError(f"{bad} contains non-finite values (NaN or Inf)")
         self._raw = None
+        # units for these moments too: a mean of 1e200 must not overflow n mean^2 (per-neuron size:
+        # |mean| + standard deviation, computed without squaring)
+        host_mean, host_diag = to_numpy(mean), np.maximum(to_numpy(comoment.diagonal()), 0.0)
+        self._rescale(self._scales_for(np.abs(host_mean) + np.sqrt(host_diag) / np.sqrt(n_b)))
         if (self._scale != 1.0).any():
-            inv = self._to_acc(1.0 / self._scale)
-            mean = mean * inv
-            comoment = comoment * (inv[:, None] * inv[None, :])
+            d = -_exponent(self._scale)
+            mean = _pow2(mean, d)
+            comoment = _pow2(_pow2(comoment, d[:, None]), d[None, :])
         # how the producer rounded is unknown: count its rows as one sequential sum
         d = _copy(comoment.diagonal())
         self._combine(n_b, mean, comoment, depth=n_b + 2, sqsum=d + n_b * mean * mean)
@@ -589,6 +597,7 @@ class Reduction:
         }
         if self._r is not None:
             arrays["r"] = self._r
+        arrays["digest"] = np.array(_digest(arrays))
         return arrays
 
     def save(self, path) -> None:
@@ -714,7 +723,34 @@ def _read_fields(cls, d: dict, source: str) -> "Reduction":
         r._r = R
     elif "r" in d:
         raise ValueError(f"{source}: field 'r' is present but method is 'gram'; the file is inconsistent")
+    if version >= 2:  # last: every field above is plausible, yet one may have been edited (n_samples...)
+        digest = _field(d, "digest", source)
+        fields = {k: np.asarray(d[k]) for k in _DIGESTED if k in d}
+        if digest.ndim != 0 or str(digest) != _digest(fields):
+            raise ValueError(f"{source}: field 'digest' does not match the contents (a field such as n_samples was "
+                             "edited or damaged); rewrite the file with repmatch rather than editing it")
     return r
+
+
+#: The fields a file's digest covers, in this order.
+_DIGESTED = ("method", "n_x", "n_y", "n_samples", "mean", "comoment", "scale", "sqsum", "depth", "r")
+
+
+def _digest(arrays: dict) -> str:
+    """SHA-256 of a reduction's fields (dtype, shape and bytes of each, in _DIGESTED order): edits that
+    leave every field plausible (n_samples of zero-mean data, say) still change it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in _DIGESTED:
+        if k not in arrays:
+            continue
+        a = np.ascontiguousarray(np.asarray(arrays[k]))
+        if a.dtype.kind in "US":
+            a = np.ascontiguousarray(a.astype("U"))
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------- batch kernel
@@ -775,6 +811,27 @@ def _row_blocks(B: int, L: int, chunk_rows: int):
                 yield b, b + 1, l0, min(L, l0 + chunk_rows)
 
 
+def _exponent(scale) -> np.ndarray:
+    """e with ``scale = 2^e`` for an array of powers of two (subnormal ones included)."""
+    return np.frexp(np.asarray(scale, dtype=np.float64))[1].astype(np.int64) - 1
+
+
+def _pow2(a, e):
+    """``a * 2^e`` exactly (no overflowing factor), for a NumPy array or a torch tensor; ``e`` int array."""
+    if isinstance(a, np.ndarray):
+        return np.ldexp(a, e)
+    # torch: 2^e itself may not be representable (|e| up to ~2100): multiply in steps of at most 2^1000
+    import torch
+
+    e = np.broadcast_to(np.asarray(e, dtype=np.int64), np.broadcast_shapes(np.shape(e), tuple(a.shape)))
+    out = a
+    while np.any(e):
+        step = np.clip(e, -1000, 1000)
+        out = out * torch.as_tensor(np.ldexp(1.0, step), dtype=a.dtype, device=a.device)
+        e = e - step
+    return out
+
+
 class _Overflow(ArithmeticError):
     """Finite input whose squares or sums overflow float64 in the current units (reduce.py rescales)."""
 
@@ -814,7 +871,7 @@ def shifted_moments(parts, shift: np.ndarray, names, pool=None, originals=None, 
     unit that is constant at the shift gives exactly zero. Non-finite input (or float64 overflow of a
     square) is detected from the sums and the co-moment's diagonal and reported naming the part.
 
-    ``inv``: optional per-neuron factors (powers of two) the rows are multiplied by before the
+    ``inv``: optional per-neuron powers of two (integer exponents) the rows are scaled by before the
     shift, which is then in those units; the results are in those units too. ``depth`` is the
     longest chain of roundings behind an entry (rows of a chunk + chunks + the correction) and
     ``sqsum`` the diagonal of the shifted sums, for the reduction's error bound. Finite input that
@@ -884,8 +941,10 @@ def _accumulate(job, blocks) -> np.ndarray:
                     if invs is None:
                         np.subtract(p[b0:b1, :, l0], s, out=buf[:, o:o + w])
                     else:  # other units: exact powers of two, then the shift
-                        np.multiply(p[b0:b1, :, l0], invs[i], out=buf[:, o:o + w])
-                        buf[:, o:o + w] -= s
+                        dst = buf[:, o:o + w]  # float64 first, then exact powers of two, then the shift
+                        np.copyto(dst, p[b0:b1, :, l0])
+                        np.ldexp(dst, invs[i], out=dst)
+                        dst -= s
                 buf[:, n] = 1.0
                 S += np.matmul(buf.T, buf, out=prod)
             else:  # neuron-major buffer (n + 1, k): contiguous runs along the positions
@@ -896,8 +955,10 @@ def _accumulate(job, blocks) -> np.ndarray:
                     if invs is None:
                         np.subtract(src, s[:, None, None], out=view[o:o + w])
                     else:
-                        np.multiply(src, invs[i][:, None, None], out=view[o:o + w])
-                        view[o:o + w] -= s[:, None, None]
+                        dst = view[o:o + w]
+                        np.copyto(dst, src)
+                        np.ldexp(dst, invs[i][:, None, None], out=dst)
+                        dst -= s[:, None, None]
                 buf[n] = 1.0
                 S += np.matmul(buf, buf.T, out=prod)
     return S

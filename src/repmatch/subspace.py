@@ -419,7 +419,8 @@ def _gram_finish(raw, eA2, cw, rho, r, rank_tol, S=None, eT=None) -> tuple:
         lo = raw - beta
         if S is not None and S.shape[0]:
             nu = np.outer(eT, ea) * rho  # error of every cross product S_ja
-            tau = cert.tail_growth(S.shape[0]) * np.sum((np.abs(S) + nu) ** 2, axis=0) / rank_tol**2
+            short = rank_tol / cert.band(S.shape[0] + r)  # shortest present direction, in any pivot order
+            tau = cert.tail_growth(S.shape[0]) * np.sum((np.abs(S) + nu) ** 2, axis=0) / short**2
             tau[np.isnan(tau)] = np.inf
             lo -= tau
         np.maximum(lo, 0.0, out=lo)
@@ -464,18 +465,21 @@ class FactorSpace:
         piv = np.abs(np.diag(R))
         nu = self.nu + cert.gamma(m * B.size)  # the factor's own error and this QR's
         r = int(np.count_nonzero(piv > self.rank_tol))
-        ambiguous = False
-        if _CERTIFY and (r < piv.size or piv[r - 1] < 2 * self.rank_tol):
-            # is every pivot certainly on its side of rank_tol? A pivot's error is that of a distance:
-            # nu (1 + ||c||_1) with c its coefficients on the kept pivots before it
+        # Is every pivot certainly clear of rank_tol, by the order band (another pivot order could
+        # move it by that factor) and its own error, nu (1 + ||c||_1) with c its coefficients on the
+        # kept pivots before it? A kept pivot that may be absent makes keeps uncertain
+        # (``doubt_keep``); a dropped one that may be present makes drops uncertain (``ambiguous``).
+        doubt = np.zeros(piv.size, dtype=bool)  # pivots another order could put on the other side
+        f = cert.band(B.size)
+        if _CERTIFY and (r < piv.size or piv[r - 1] < 2 * f * self.rank_tol):
             Rk = R[:r, :r]
             inv1 = _inv_norm1(Rk) if r else 0.0
             err_kept = nu * (1 + cert.CONDITION_SAFETY * inv1 * np.abs(R[:r, :r]).sum(axis=0))
-            ambiguous = bool(np.any(piv[:r] - err_kept <= self.rank_tol))
-            if r < piv.size and not ambiguous:
+            doubt[:r] = piv[:r] - err_kept <= f * self.rank_tol
+            if r < piv.size:
                 C = scipy.linalg.solve_triangular(Rk, R[:r, r:], check_finite=False) if r else np.zeros((0, 1))
                 err_tail = nu * (1 + np.abs(C).sum(axis=0))
-                ambiguous = bool(np.any(piv[r:] + err_tail >= self.rank_tol))
+                doubt[r:] = piv[r:] + err_tail >= self.rank_tol / f
         if r == 0:
             d = np.minimum(np.linalg.norm(FA, axis=0), 1.0)
         else:
@@ -503,9 +507,21 @@ class FactorSpace:
         else:
             beta = np.full(nA, nu + cert.gamma(m))
         lo_d = np.maximum(d - beta, 0.0)
-        if ambiguous:
-            lo_d[:] = 0.0  # a direction that may or may not be there could carry any candidate
         hi_d = np.minimum(d + beta, 1.0)
+        if doubt.any():
+            # A doubtful direction may or may not belong to the span: the candidate's component along
+            # it (its Q column; within ~err / pivot of the true direction, counted twice over) is how
+            # far the distance could move. Dropped ones could lower it, kept ones raise it.
+            k = min(Q.shape[1], piv.size)
+            comp = np.abs(Q[:, :k].T @ FA) * 2.0 + beta  # (k, |A|)
+            tail = doubt[:k].copy()
+            tail[:r] = False
+            kept = doubt[:k].copy()
+            kept[r:] = False
+            if tail.any():
+                lo_d = np.maximum(lo_d - np.sqrt(np.sum(comp[tail] ** 2, axis=0)), 0.0)
+            if kept.any():
+                hi_d = np.minimum(np.sqrt(hi_d**2 + np.sum(comp[kept] ** 2, axis=0)), 1.0)
         return d * d, lo_d * lo_d, hi_d * hi_d
 
     def restrict(self, cols: np.ndarray) -> "FactorSpace":
@@ -523,11 +539,11 @@ def _unit_factor(M: np.ndarray, live: np.ndarray) -> tuple:
     n = M.shape[1]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         big = np.abs(M).max(axis=0) if M.shape[0] else np.zeros(n)
-        scale = np.ldexp(1.0, np.frexp(np.where(big > 0, big, 1.0))[1])
-        norms = np.linalg.norm(M / scale, axis=0)
-    live = live & (norms > 0)
+        Ms = np.ldexp(M, -np.frexp(np.where(big > 0, big, 1.0))[1])  # exact: largest |value| in [0.5, 1)
+        norms = np.linalg.norm(Ms, axis=0)
+    live = live & (norms > 0) & np.isfinite(norms)
     F = np.zeros((M.shape[0], n))
-    F[:, live] = M[:, live] / scale[live] / norms[live]
+    F[:, live] = Ms[:, live] / norms[live]
     return F, live
 
 
@@ -602,9 +618,10 @@ class Tiers:
         if unc.any() and self._exact_ok(len(B)):
             self.stats["exact"] += int(unc.sum())
             exact = self._exact(A[unc], B)
-            tt = Fraction(t) ** 2
-            dec[unc] = [1 if e <= tt else 0 for e in exact]
-            unc = dec < 0
+            if exact is not None:  # None: a pivot in the order band, undecidable by the convention
+                tt = Fraction(t) ** 2
+                dec[unc] = [1 if e <= tt else 0 for e in exact]
+                unc = dec < 0
         self.stats["uncertain"] += int(unc.sum())
         return dec
 
@@ -622,8 +639,9 @@ class Tiers:
             p2, plo, phi = self.precise().evaluate(A[wide], B)
             d[wide], dl[wide], dh[wide] = np.sqrt(p2), np.sqrt(plo), np.sqrt(phi)
             wide = (dh - dl) > width
-        if wide.any() and self._exact_ok(len(B)):
-            ex = np.array([float(e) for e in self._exact(A[wide], B)])
+        exact = self._exact(A[wide], B) if wide.any() and self._exact_ok(len(B)) else None
+        if exact is not None:
+            ex = np.array([float(e) for e in exact])
             v = np.sqrt(np.clip(ex, 0.0, 1.0))
             d[wide] = v
             dl[wide] = np.maximum(v * (1 - 2 * cert.U), 0.0)

@@ -207,7 +207,10 @@ def test_ill_conditioned_spans(data, eps):
 @given(data=ill_conditioned())
 def test_ill_conditioned_max_epsilon_within_its_bound(data):
     X, Y = data
-    ref = float(ref_max_epsilon(X, Y))
+    try:
+        ref = float(ref_max_epsilon(X, Y))
+    except Ambiguous:
+        assume(False)
     for method in ("gram", "qr"):
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always", RepmatchWarning)

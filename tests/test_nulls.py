@@ -115,3 +115,14 @@ def test_bad_inputs():
         permutation_test(lambda A, B: float("nan"), X, Y, n_permutations=3)
     with pytest.raises(ValueError, match="rng"):
         permutation_test("linear_cka", X, Y, rng="seed")
+
+
+def test_bootstrap_counts_resamples_on_which_the_statistic_is_undefined():
+    # 4 rows: a resample that draws one row 4 times has no variance, so linear CKA is undefined
+    # there; such resamples are NaN, counted, and left out of the interval (not a crash)
+    g = np.random.default_rng(0)
+    X = g.standard_normal((4, 2))
+    Y = X + g.standard_normal((4, 2))
+    res = bootstrap_ci("linear_cka", X, Y, n_boot=2000, rng=1)
+    assert res.n_undefined == int(np.isnan(res.samples).sum()) > 0
+    assert 0.0 <= res.low <= res.high <= 1.0 and res.to_dict()["n_undefined"] == res.n_undefined

@@ -171,10 +171,14 @@ class BootstrapResult:
     samples: np.ndarray = field(repr=False)
     n_boot: int
     n_groups: int | None = None  # resampled groups (images) with ``groups=``; None: rows
+    #: resamples on which the statistic is undefined (e.g. every drawn row the same: no variance);
+    #: they are NaN in ``samples`` and left out of the interval
+    n_undefined: int = 0
 
     @property
     def std_error(self) -> float:
-        return float(self.samples.std(ddof=1)) if self.samples.size > 1 else 0.0
+        ok = self.samples[np.isfinite(self.samples)]
+        return float(ok.std(ddof=1)) if ok.size > 1 else 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -187,6 +191,7 @@ class BootstrapResult:
             "std_error": self.std_error,
             "n_boot": self.n_boot,
             "resampled": "rows" if self.n_groups is None else f"{self.n_groups} groups",
+            "n_undefined": self.n_undefined,
         }
 
 
@@ -375,7 +380,15 @@ def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rn
                 idx = g.integers(0, n, n)
             else:
                 idx = np.concatenate([parts[i] for i in g.integers(0, len(parts), len(parts))])
-            samples[k] = _value(fn, Xa[idx], Ya[idx])
-    lo, hi = np.quantile(samples, [(1 - lv) / 2, (1 + lv) / 2])
+            try:
+                samples[k] = _value(fn, Xa[idx], Ya[idx])
+            except ValueError:  # undefined on this resample (a degenerate draw): counted, not guessed
+                samples[k] = np.nan
+    ok = samples[np.isfinite(samples)]
+    n_undefined = n_boot - ok.size
+    if ok.size < max(2, n_boot // 2):
+        raise ValueError(f"bootstrap_ci: {name} is undefined on {n_undefined} of {n_boot} resamples (too few "
+                         f"rows or groups, {len(parts) if parts is not None else n}, for this statistic)")
+    lo, hi = np.quantile(ok, [(1 - lv) / 2, (1 + lv) / 2])
     return BootstrapResult(name, observed, float(lo), float(hi), lv, samples, n_boot,
-                           n_groups=None if parts is None else len(parts))
+                           n_groups=None if parts is None else len(parts), n_undefined=int(n_undefined))

@@ -307,7 +307,9 @@ def gram_evaluate(space, A, B, t2=None) -> tuple:
         else:
             S = np.full((nt, len(A)), np.inf)
             eT = np.zeros(nt)
-    return _gram_finish(raw, eA2, cw, rho, r, space.rank_tol, S, eT)
+    swap = float(np.sqrt(nt * 1.02 * floor)) if nt else 0.0
+    eK_min = float(eK.min()) if r else 1.0
+    return _gram_finish(raw, eA2, cw, rho, r, space.rank_tol, S, eT, swap, eK_min)
 
 
 class _RoundLimit(Exception):

@@ -29,7 +29,7 @@ Two methods, which differ only in what they keep for the subspace match:
 ``"qr"``
     Additionally keeps the triangular factor ``R`` of the uncentred data, updated as
     ``R <- qr([R; batch]).R`` (TSQR). About 5-7x slower per row, but distances are resolved to
-    about ``QR_TOL`` (1e-10): use it when exact matches (``eps`` near 0) matter.
+    about ``QR_TOL`` (1e-9): use it when exact matches (``eps`` near 0) matter.
 
 Devices
 -------
@@ -61,8 +61,11 @@ __all__ = ["Reduction", "GRAM_TOL", "QR_TOL", "RANK_TOL", "METHODS"]
 #: 1e-6 sits two orders above that. Decisions its error bound cannot settle are re-decided or
 #: reported uncertain (docs/subspace.md, "Guarantees").
 GRAM_TOL = 1e-6
-#: The same tolerance on a QR reduction or in-memory QR: residuals are ~1e-15 there.
-QR_TOL = 1e-10
+#: The same tolerance on a QR reduction or in-memory QR: residuals are ~1e-15 there, but which of two
+#: near-duplicate neurons a span keeps (the rank convention, RANK_TOL) can move a distance by about
+#: RANK_TOL (1 + ||c||_1): the exact-match tolerance sits an order above RANK_TOL so that exact matches
+#: stay certifiable.
+QR_TOL = 1e-9
 #: Numerical rank of a span, on every method: a neuron whose relative distance to the span of the
 #: neurons chosen before it (greedy pivoting) is below this adds no direction. Far below GRAM_TOL on
 #: purpose: a direction of relative size 1e-7 is real data and can put a neuron exactly into a span.
@@ -198,6 +201,12 @@ class Reduction:
             down &= ~(g > self.n_samples * lo_lim**2)
         scale[down] = np.ldexp(1.0, e_new[down])
         return scale
+
+    def _all_zero(self) -> np.ndarray:
+        """Neurons whose every value seen so far is 0 (no data to keep in any unit)."""
+        if self.n_samples == 0:
+            return np.ones(self.n_neurons, dtype=bool)
+        return (self._mean == 0) & (np.diag(self._comoment) == 0)
 
     @property
     def scale(self) -> np.ndarray:
@@ -449,7 +458,10 @@ class Reduction:
         if other.n_samples == 0:
             return out
         other = other.copy()
-        target = np.maximum(out._scale, other._scale)  # shrink the smaller units: cannot overflow
+        # shrink the smaller units (cannot overflow); a neuron that is all zero on one side has no
+        # data there, so its unit on that side is ignored (else 1 would swallow 1e-300 data)
+        zero_a, zero_b = out._all_zero(), other._all_zero()
+        target = np.where(zero_a, other._scale, np.where(zero_b, out._scale, np.maximum(out._scale, other._scale)))
         out._rescale(target)
         other._rescale(target)
         out._combine(other.n_samples, other._acc["mean"], other._acc["comoment"], depth=other._depth,

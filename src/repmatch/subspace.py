@@ -35,7 +35,7 @@ warning: the true maximum match lies between ``x`` and ``x`` plus the uncertain 
 Tolerances
 ----------
 * ``tol`` (default :data:`~repmatch.reduce.GRAM_TOL` = 1e-6 on a Gram reduction,
-  :data:`~repmatch.reduce.QR_TOL` = 1e-10 on a QR reduction): the exact-match tolerance; the test
+  :data:`~repmatch.reduce.QR_TOL` = 1e-9 on a QR reduction): the exact-match tolerance; the test
   is ``dist(z, span) <= max(eps, tol) * ||z||``, so ``eps = 0`` means "exact up to tol".
 * ``rank_tol`` (default :data:`~repmatch.reduce.RANK_TOL` = 1e-10 on every method): the numerical
   rank of a span; a neuron within ``rank_tol`` (relative) of the span of the neurons pivoted before
@@ -384,7 +384,10 @@ class GramSpace:
                 else:
                     S, cwT = GTA, np.zeros(T.size)
                 eT = np.sqrt(self.eta[T] ** 2 + kern) + cwT
-        return _gram_finish(raw, eA2, cw, rho, r, self.rank_tol, S, eT)
+        # every unresolved Schur diagonal is <= floor where dpstrf stopped (plus its noise)
+        swap = float(np.sqrt(T.size * 1.02 * floor)) if T.size else 0.0
+        eK_min = float(np.sqrt(eta_K.min() ** 2 + kern)) if r else 1.0
+        return _gram_finish(raw, eA2, cw, rho, r, self.rank_tol, S, eT, swap, eK_min)
 
     def restrict(self, cols: np.ndarray) -> "GramSpace":
         """The same geometry on a subset of neurons (columns renumbered 0..len(cols)-1)."""
@@ -396,7 +399,7 @@ class GramSpace:
         return GramSpace(self.G[np.ix_(cols, cols)], self.tol, self.eta[cols], self.rank_tol)
 
 
-def _gram_finish(raw, eA2, cw, rho, r, rank_tol, S=None, eT=None) -> tuple:
+def _gram_finish(raw, eA2, cw, rho, r, rank_tol, S=None, eT=None, swap=0.0, eK_min=1.0) -> tuple:
     """``(d2, lo, hi)`` of a Gram kernel from its pieces (shared by the host and device kernels).
 
     ``raw`` = 1 - ||w||^2 per candidate (squared distance to the resolved span K); ``eA2`` the
@@ -408,6 +411,10 @@ def _gram_finish(raw, eA2, cw, rho, r, rank_tol, S=None, eT=None) -> tuple:
     tail columns' noise: by convention the true span has K's directions and possibly some of T's
     (those at least ``rank_tol`` long), which can lower a squared distance by at most
     tail_growth(|T|) * sum_j (|S_ja| + err)^2 / rank_tol^2.
+    ``swap``: a bound on the length of the tail's residuals together. Another pivot order may keep a
+    tail column in place of a kept near-duplicate, which turns span(K) by about that much; a
+    distance then moves by at most ``swap * (1 + ||c||_1)`` either way, with ``||c||_1 <= cw / eK_min``
+    (found by an adversarial audit: y1 = y0 + 1e-12 e1 kept instead of y0).
     """
     with np.errstate(all="ignore"):
         ea = np.sqrt(eA2)
@@ -426,6 +433,11 @@ def _gram_finish(raw, eA2, cw, rho, r, rank_tol, S=None, eT=None) -> tuple:
         np.maximum(lo, 0.0, out=lo)
         hi = raw + beta
         np.minimum(hi, 1.0, out=hi)
+        if swap > 0:
+            slack = swap * (1.0 + cw / eK_min)
+            slack[np.isnan(slack)] = np.inf
+            hi = np.minimum((np.sqrt(hi) + slack) ** 2, 1.0)
+            lo = np.maximum(np.sqrt(lo) - slack, 0.0) ** 2
     return np.minimum(np.maximum(raw, 0.0), 1.0), lo, hi
 
 
@@ -496,18 +508,35 @@ class FactorSpace:
             x = np.sqrt(max(0.0, 1.0 - 1.0 / rg)) if np.isfinite(rg) else 1.0
             rho = 1.0 / (1.0 - x) if x < 0.5 else np.inf
             with np.errstate(over="ignore", invalid="ignore"):
-                cw = nu * cert.CONDITION_SAFETY * inv1 * np.abs(proj).sum(axis=0)
-                beta = (nu + cw) * rho + cert.gamma(m * (r + 1))
+                c1 = cert.CONDITION_SAFETY * inv1 * np.abs(proj).sum(axis=0)  # >= ||c||_1
+                beta = (nu + nu * c1) * rho + cert.gamma(m * (r + 1))
             beta[np.isnan(beta)] = np.inf
             if t2 is not None or nA * r <= _SMALL:
-                exact = np.ones(nA, dtype=bool) if nA * r <= _SMALL else np.abs(d * d - t2) <= 2 * beta + beta**2
+                exact = np.ones(nA, dtype=bool) if nA * r <= _SMALL else ~(np.abs(d * d - t2) > 2 * beta + beta**2)
                 if exact.any():
                     C = scipy.linalg.solve_triangular(Rr, proj[:, exact], check_finite=False)
-                    beta[exact] = (nu + nu * np.abs(C).sum(axis=0)) * rho + cert.gamma(m * (r + 1))
+                    c1[exact] = np.abs(C).sum(axis=0)
+                    beta[exact] = (nu + nu * c1[exact]) * rho + cert.gamma(m * (r + 1))
         else:
             beta = np.full(nA, nu + cert.gamma(m))
+            c1 = np.zeros(nA)
         lo_d = np.maximum(d - beta, 0.0)
         hi_d = np.minimum(d + beta, 1.0)
+        if _CERTIFY and r < piv.size:
+            # Another pivot order may keep a dropped column in place of a kept near-duplicate, turning
+            # span(K) by about the dropped residuals' length: a distance moves by at most that times
+            # (1 + ||c||_1) (found by an adversarial audit: y1 = y0 + 1e-12 e1 kept instead of y0).
+            if r:  # the dropped columns' own coefficients: exact (a few triangular solves)
+                Ct = scipy.linalg.solve_triangular(R[:r, :r], R[:r, r:], check_finite=False)
+                err_t = nu * (1 + np.abs(Ct).sum(axis=0))
+            else:
+                err_t = np.full(piv.size - r, nu)
+            swap = float(np.sqrt(np.sum((piv[r:] + err_t) ** 2)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                slack = swap * (1.0 + c1)
+            slack[np.isnan(slack)] = np.inf
+            lo_d = np.maximum(lo_d - slack, 0.0)
+            hi_d = np.minimum(hi_d + slack, 1.0)
         if doubt.any():
             # A doubtful direction may or may not belong to the span: the candidate's component along
             # it (its Q column; within ~err / pivot of the true direction, counted twice over) is how
@@ -906,9 +935,9 @@ def maximum_match(X, Y=None, *, eps, method: str | None = None, tol: float | Non
         Largest allowed relative distance of a neuron to the other side's span (the sine of the
         angle): 0.25 is about 14.5 degrees, 0.5 is 30 degrees.
     method : {"gram", "qr"}, optional
-        Reduction used for in-memory arrays (default "gram"; "qr" resolves exact matches to 1e-10).
+        Reduction used for in-memory arrays (default "gram"; "qr" resolves exact matches to 1e-9).
     tol : float, optional
-        Exact-match tolerance; default 1e-6 ("gram") or 1e-10 ("qr"). See Notes.
+        Exact-match tolerance; default 1e-6 ("gram") or 1e-9 ("qr"). See Notes.
     rank_tol : float, optional
         Numerical rank of a span (default :data:`~repmatch.reduce.RANK_TOL` = 1e-10). See Notes.
 

@@ -71,6 +71,7 @@ import torch
 import torch.nn as nn
 
 from ._atomic import _umask, atomic_savez, atomic_write_bytes, atomic_write_json
+from ._progress import progress as _bar
 from ._inputs import batch_call, batch_mask, batch_size_of, clone_call, unwrap_output
 from ._sequence import LAYOUTS, SEQ_MODES, apply_seq_mode, check_layout_arg, module_layout, parse_seq_mode
 from ._threads import available_cores, single_threaded_blas
@@ -509,17 +510,6 @@ def describe_layers(model: nn.Module, batch, layers=None, *, conv_mode: str = "p
     return [{"name": n, **rec.layouts[n], "rows": _n_samples(t), "neurons": _n_neurons(t)} for n, t in acts.items()]
 
 
-def _progress(iterable, enabled, desc):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    total = len(iterable) if hasattr(iterable, "__len__") else None
-    return tqdm(iterable, total=total, desc=desc, leave=False)
-
-
 @contextlib.contextmanager
 def _eval_mode(*models):
     states = [m.training for m in models]
@@ -583,7 +573,7 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
     chunks: dict = {}
     rec = LayerRecorder(model, layers, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout, output_key=output_key)
     with rec, _eval_mode(model), torch.no_grad():
-        for i, batch in enumerate(_progress(loader, progress, "extract")):
+        for i, batch in enumerate(_bar(loader, desc="extract", enabled=progress)):
             if max_batches is not None and i >= max_batches:
                 break
             call = batch_call(batch, input_fn, device=dev, float_dtype=dtype)
@@ -674,7 +664,7 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
     it_b = iter(loader_b) if loader_b is not None else None
     with rec_a, rec_b, _eval_mode(model_a, model_b), torch.no_grad():
         i = -1
-        for i, batch in enumerate(_progress(loader, progress, "extract")):
+        for i, batch in enumerate(_bar(loader, desc="extract", enabled=progress)):
             if max_batches is not None and i >= max_batches:
                 it_b = None  # stopped early on purpose: loader_b need not be exhausted
                 break

@@ -46,6 +46,7 @@ import numpy as np
 
 from . import _rundir
 from ._atomic import atomic_savez, atomic_write_text
+from ._progress import progress, stderr_is_tty
 
 __all__ = ["ReproduceConfig", "run", "reproduce", "AUTHORS_EPS", "DEFAULT_EPS_GRID", "RESULTS_FORMAT",
            "load_results"]
@@ -501,24 +502,6 @@ def _versions() -> dict:
     return out
 
 
-def _tty() -> bool:
-    """Whether stderr is a terminal: progress bars only there (in a log file they are escape codes)."""
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _progress(iterable, *, total, desc, enabled):
-    if not enabled or not _tty():  # a log gets the plain [reproduce] lines instead
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc)
-
-
 def _say(cfg, msg):
     if cfg.progress:
         print(f"[reproduce] {msg}", file=sys.stderr, flush=True)
@@ -613,7 +596,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
     data_key = {"dataset": cfg.dataset, "n_test": n_test, "n_train": cfg.n_train, "image_size": data_info["image_size"],
                 "batch_size": cfg.batch_size, "images": cfg.images,
                 **({"text_sha256": data_info["sha256"]} if "sha256" in data_info else {})}
-    inner_progress = cfg.progress and _tty()  # nested bars only on a terminal
+    inner_progress = cfg.progress and stderr_is_tty()  # nested bars only on a terminal
     # CNNs: every ReLU; transformers: every block's MLP activation and output (every token a sample);
     # or the layers asked for.
     model0 = models[cfg.seeds[0]]
@@ -699,7 +682,7 @@ def _run(config: ReproduceConfig, readonly: bool) -> dict:
     # ---- 3. units of work per pair and layer
     pairs = list(itertools.combinations(cfg.seeds, 2))
     results_pairs = []
-    bar = _progress(range(len(pairs) * len(layer_names)), total=len(pairs) * len(layer_names),
+    bar = progress(range(len(pairs) * len(layer_names)), total=len(pairs) * len(layer_names),
                     desc="pairs x layers", enabled=cfg.progress)
     bar_iter = iter(bar)
     for pi, (a, b) in enumerate(pairs):

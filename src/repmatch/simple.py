@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._progress import progress as _bar
 from ._threads import single_threaded_blas
 from ._validate import as_rng, check_eps, check_positive_int, warn
 from .subspace import Geometry, Match, _make_match, _resolve, _threshold, bounded_prune, watch_prune
@@ -245,14 +246,7 @@ def simple_matches(
     """
     geo, eps, thr, I, J, S, gen, restarts, hi = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method,
                                                       tol=tol, rank_tol=rank_tol)
-    iterator = S
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(S, desc=f"simple matches (eps={eps:g})", unit="neuron")
-        except ImportError:  # pragma: no cover
-            pass
+    iterator = _bar(S, desc=f"simple matches (eps={eps:g})", enabled=progress, unit="neuron")
 
     def searches():
         for v in iterator:

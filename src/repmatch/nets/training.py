@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from .._atomic import atomic_write_bytes
+from .._progress import progress as _bar
 from .architectures import build_model, input_size_for, _check_arch
 from .checkpoints import (CHECKPOINT_FORMAT, CheckpointError, atomic_torch_save, load_checkpoint,  # noqa: F401
                           read_checkpoint, save_checkpoint)
@@ -128,18 +129,6 @@ def _deterministic():
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
-
-
-def _progress(iterable, *, total, desc, enabled):
-    # Bars only on a terminal: in a log file (stderr redirected) every refresh would leave a
-    # carriage return and escape codes; the per-epoch lines are printed either way.
-    if not enabled or not getattr(sys.stderr, "isatty", lambda: False)():
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional: fall back to one line per epoch
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 @torch.no_grad()
@@ -298,7 +287,7 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
             loader = data.loader("train", batch_size=batch_size, shuffle=True, augment=augment, seed=seed, epoch=epoch)
             model.train()
             t0, loss_sum, correct, n = time.perf_counter(), 0.0, 0, 0
-            bar = _progress(loader, total=len(loader), desc=f"seed {seed} epoch {epoch + 1}/{epochs}", enabled=progress)
+            bar = _bar(loader, total=len(loader), desc=f"seed {seed} epoch {epoch + 1}/{epochs}", enabled=progress)
             for batch_index, (xb, yb) in enumerate(bar):
                 xb, yb = xb.to(device), yb.to(device)
                 opt.zero_grad(set_to_none=True)

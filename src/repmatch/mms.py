@@ -25,11 +25,13 @@ import math
 
 import numpy as np
 
+from .protocol import DEFAULT_EPS_GRID
+
 __all__ = ["HEADLINE_GRID", "curve_area", "eps_at_fraction", "summarize_curve", "EPS50_FRACTION"]
 
 #: ε grid of the headline curve: 0, 0.025, ..., 0.975 (40 values; the authors' 0.15, 0.2, 0.25, 0.3
 #: and 0.5 are on it).
-HEADLINE_GRID = tuple(round(0.025 * k, 4) for k in range(40))
+HEADLINE_GRID = DEFAULT_EPS_GRID
 #: Share of the live neurons (of the smaller layer) that eps_50 asks to be matched on each side.
 EPS50_FRACTION = 0.5
 

@@ -47,15 +47,12 @@ import numpy as np
 from . import _rundir
 from ._atomic import atomic_savez, atomic_write_text
 from ._progress import progress, stderr_is_tty
+from .protocol import AUTHORS_EPS, DEFAULT_EPS_GRID, PIPELINE_ALPHAS
 
 __all__ = ["ReproduceConfig", "run", "reproduce", "AUTHORS_EPS", "DEFAULT_EPS_GRID", "RESULTS_FORMAT",
            "load_results"]
 
 RESULTS_FORMAT = "repmatch-reproduce-1"
-#: The ε values of Wang et al. (spec/subspace-match.md section 5).
-AUTHORS_EPS = (0.15, 0.2, 0.25, 0.3, 0.5)
-#: The headline grid: 0, 0.025, ..., 0.975 (the whole curve on [0, 1); the authors' values are on it).
-DEFAULT_EPS_GRID = tuple(sorted(set(round(0.025 * k, 4) for k in range(40)) | set(AUTHORS_EPS)))
 #: Default permutations of the shuffled-row null: the smallest possible p-value is 1 / (1 + 99) = 0.01.
 DEFAULT_PERMUTATIONS = 99
 #: Significance level of the report's claims (a claim needs p <= ALPHA in every pair of seeds).
@@ -66,8 +63,6 @@ DEFAULT_ALPHA = 0.05
 IMAGES = ("auto", "test", "all")
 #: Permutations of the heatmap's shuffled null (a mean per cell, no p-values).
 HEATMAP_PERMUTATIONS = 20
-#: Sparse-prediction penalties: a short version of the authors' grid (spec/convergent-learning.md section 3).
-DEFAULT_ALPHAS = (0.0, 1e-4, 1e-3, round(10 ** -2.6, 6), 1e-2, 1e-1)
 #: Seed offset of the untrained null networks (seed 1000 + b stands in for trained seed b).
 UNTRAINED_SEED_OFFSET = 1000
 #: Part of every cache hash; bump it when the computation of a unit changes so that old caches are recomputed.
@@ -110,7 +105,7 @@ class ReproduceConfig:
     permutations: int = DEFAULT_PERMUTATIONS
     conv_mode: str = "positions"
     sample_rows: int = 10000
-    alphas: tuple = DEFAULT_ALPHAS
+    alphas: tuple = PIPELINE_ALPHAS
     n_clusters: int = 8
     mi_max_units: int = 64
     simple_max_units: int = 512

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.linalg
 
 from ._validate import as_rng, check_pair, check_positive_int, warn
+from .protocol import AUTHORS_ALPHAS
 from .reduce import Reduction
 from .stats import CONSTANT_TOL
 
@@ -50,8 +51,8 @@ __all__ = ["CD_TOL", "DEFAULT_ALPHAS", "SparsePath", "SparsePrediction", "sparse
 #: z-score units, so 1e-10 is far below anything measurable; tests check agreement with scikit-learn
 #: to 1e-6).
 CD_TOL = 1e-10
-#: The authors' penalties (spec section 3): 0, 1e-5, 1e-4, 1e-3, 10^-2.6, 1e-2, 1e-1.
-DEFAULT_ALPHAS = (0.0, 1e-5, 1e-4, 1e-3, 10**-2.6, 1e-2, 1e-1)
+#: The authors' penalties (spec section 3), from :mod:`repmatch.protocol`.
+DEFAULT_ALPHAS = AUTHORS_ALPHAS
 DIRECTIONS = ("x_to_y", "y_to_x", "both")
 
 

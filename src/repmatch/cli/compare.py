@@ -9,8 +9,7 @@ import warnings
 import numpy as np
 
 from .._validate import check_finite
-
-DEFAULT_EPS = (0.15, 0.2, 0.25, 0.3, 0.5)
+from ..protocol import AUTHORS_EPS as DEFAULT_EPS
 
 
 def add_parser(sub) -> None:

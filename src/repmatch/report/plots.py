@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from ..protocol import AUTHORS_EPS
+
 __all__ = [
     "fig_similarity_vs_depth",
     "fig_curves_grid",
@@ -150,7 +152,7 @@ def fig_similarity_vs_depth(layers, eps_values, trained, nulls=None, *, title="M
     return fig
 
 
-def fig_curves_grid(eps_grid, layers, trained, nulls=None, *, authors_eps=(0.15, 0.2, 0.25, 0.3, 0.5), marks=None,
+def fig_curves_grid(eps_grid, layers, trained, nulls=None, *, authors_eps=AUTHORS_EPS, marks=None,
                     title="Maximum match similarity against ε, every layer", ylabel="MMS"):
     """The headline: one small panel per layer, similarity against ε on [0, 1), both null bands.
 
@@ -232,7 +234,7 @@ def fig_summaries_vs_depth(layers, panels, *, title="Summaries of the MMS curve 
     return fig
 
 
-def fig_similarity_curves(eps_grid, curves, *, authors_eps=(0.15, 0.2, 0.25, 0.3, 0.5), nulls=None,
+def fig_similarity_curves(eps_grid, curves, *, authors_eps=AUTHORS_EPS, nulls=None,
                           title="Maximum match similarity against ε"):
     """All layers in one panel (kept for small runs and the API): similarity against ε per layer.
 

@@ -1,4 +1,4 @@
-"""The one progress helper: bars only on a terminal, the iterable unchanged otherwise."""
+"""Shared pieces of the house: the one progress helper and the one home of the protocol constants."""
 
 import io
 import sys
@@ -34,3 +34,15 @@ def test_bar_on_a_terminal_yields_every_item_and_counts_them(monkeypatch):
     assert list(bar) == [0, 1, 2, 3, 4]
     assert bar.total == 5
     assert "work" in fake.getvalue()
+
+
+def test_protocol_constants_have_one_home():
+    """The authors' ε and penalties are defined once; every user reads the same objects."""
+    from repmatch import mms, protocol, reproduce, sparse
+    from repmatch.cli import compare
+
+    assert protocol.AUTHORS_EPS == (0.15, 0.2, 0.25, 0.3, 0.5)
+    assert set(protocol.AUTHORS_EPS) <= set(protocol.DEFAULT_EPS_GRID) and len(protocol.DEFAULT_EPS_GRID) == 40
+    assert mms.HEADLINE_GRID is protocol.DEFAULT_EPS_GRID and reproduce.AUTHORS_EPS is protocol.AUTHORS_EPS
+    assert compare.DEFAULT_EPS is protocol.AUTHORS_EPS and sparse.DEFAULT_ALPHAS is protocol.AUTHORS_ALPHAS
+    assert set(protocol.PIPELINE_ALPHAS) <= {round(a, 6) for a in protocol.AUTHORS_ALPHAS}

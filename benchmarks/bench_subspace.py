@@ -12,6 +12,10 @@ both give identical results. Targets (issue: subspace match engine):
   simple   : simple matches of a 128 + 128 layer (4,000 samples) -> >= 50x faster than the naive deletion algorithm
              on the naive maximum match (the naive one is timed on a sample of neurons: all of them
              would take hours; the per-neuron times are compared and the results checked equal)
+  simple512: simple matches of the 512 + 512 maximum-match data (10,000 samples, eps = 0.25), all
+             of them -> under 60 s (issue: the house). Timed with one process and with one per core;
+             the baseline is the certified per-neuron deletion search used before the shared tree,
+             timed on a sample of neurons (results checked equal)
   memory   : 10 million samples streamed through a 256 + 256 reduction -> peak memory < 1 GB
   certify  : what the certificates cost on ordinary (well-conditioned) data: maximum match and the
              20-point curve with and without error bounds, same data, same run -> <= 10% more
@@ -112,6 +116,46 @@ def bench_simple(n_samples=4000, n_sample_v=2, n=128):
                   extra=f"(per neuron; naive timed on {len(sample)} neurons, est. {per_v_naive * len(S) / 60:.0f} min for all; identical)")
 
 
+def bench_simple_large(X, Y, eps=0.25, n_sample_v=2, target_s=60.0):
+    from repmatch._threads import available_cores, single_threaded_blas
+    from repmatch.simple import _deletion, _order, _plan
+
+    r = repmatch.Reduction.from_arrays(X, Y)
+    runs = {}
+    for jobs in sorted({1, min(2, available_cores())}):
+        t0 = time.perf_counter()
+        sm = repmatch.simple_matches(r, eps=eps, n_jobs=jobs)
+        runs[jobs] = (time.perf_counter() - t0, sm)
+    keys = {j: [(m.x.tolist(), m.y.tolist(), f) for m, f in zip(sm.matches, sm.found_for)] for j, (_, sm) in runs.items()}
+    assert all(k == keys[1] for k in keys.values()), "n_jobs changed the result"
+    sm = runs[1][1]
+    geo, eps, thr, I, J, S, *_ = _plan(r, None, eps, rng=None, restarts=0, method=None, tol=None)
+    rng = np.random.default_rng(0)
+    sample = sorted(rng.choice(S, size=min(n_sample_v, S.size), replace=False).tolist())
+    by_v = {}
+    for m, found in zip(sm.matches, sm.found_for):
+        for side, i in found:
+            by_v[i if side == "x" else geo.n_x + i] = m
+    t0 = time.perf_counter()
+    with single_threaded_blas():
+        for v in sample:
+            a, b, _ = _deletion(geo, I, J, v, _order(S, v, None), thr)
+            m = by_v[v]
+            assert a.tolist() == m.x.tolist() and (b - geo.n_x).tolist() == m.y.tolist(), "results differ"
+    per_v = (time.perf_counter() - t0) / len(sample)
+    base = per_v * S.size
+    best_jobs = min(runs, key=lambda j: runs[j][0])
+    t_best = runs[best_jobs][0]
+    ok = t_best < target_s
+    times = ", ".join(f"n_jobs={j}: {t:.1f} s" for j, (t, _) in sorted(runs.items()))
+    print(f"[simple512] {len(sm)} distinct simple matches from {S.size} neurons (|x|={len(sm.maximum.x)}, "
+          f"|y|={len(sm.maximum.y)}), all of them in {times} (target < {target_s:g} s) {'OK' if ok else 'MISSED'} "
+          f"| per-neuron certified search {per_v:.2f} s/neuron (timed on {len(sample)}), est. {base:.0f} s for all "
+          f"| ratio {base / runs[1][0]:.1f}x (n_jobs=1) | uncertain: {len(sm.not_minimal_for)}; identical")
+    return {"name": "simple512", "repmatch_s": runs[1][0], "repmatch_best_s": t_best, "best_n_jobs": best_jobs,
+            "baseline_s": base, "ratio": base / runs[1][0], "target_s": target_s, "ok": bool(ok)}
+
+
 def bench_certify(X, Y, eps=0.2, repeat=5):
     """Certified vs uncertified solver on the same data (a module switch, for this benchmark only)."""
     from repmatch import subspace
@@ -192,7 +236,7 @@ def bench_memory(n_total=10_000_000):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=["maxmatch", "curve", "reduce", "simple", "memory", "certify"])
+    p.add_argument("--only", nargs="+", choices=["maxmatch", "curve", "reduce", "simple", "simple512", "memory", "certify"])
     p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test; figures meaningless)")
@@ -201,10 +245,10 @@ def main():
         _memory_child(args.memory_child, 256, 256, 20000)
         return
     warnings.simplefilter("ignore", repmatch.RepmatchWarning)
-    parts = args.only or ["maxmatch", "curve", "reduce", "certify", "simple", "memory"]
+    parts = args.only or ["maxmatch", "curve", "reduce", "certify", "simple", "simple512", "memory"]
     print(f"repmatch {repmatch.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
     results = []
-    if {"maxmatch", "curve", "reduce", "certify"} & set(parts):
+    if {"maxmatch", "curve", "reduce", "certify", "simple512"} & set(parts):
         X, Y = (relu_layers(n_samples=1500, n_x=64, n_y=64, shared_dim=32, private_dim=32, rng=0) if args.quick
                 else relu_layers(n_samples=10000, n_x=512, n_y=512, rng=0))
         if "maxmatch" in parts:
@@ -215,6 +259,8 @@ def main():
             results.append(bench_reduce(X, Y))
         if "certify" in parts:
             results.append(bench_certify(X, Y))
+        if "simple512" in parts:
+            results.append(bench_simple_large(X, Y, target_s=60.0))
     if "simple" in parts:
         results.append(bench_simple(n_samples=600, n=24) if args.quick else bench_simple())
     if "memory" in parts:

@@ -46,8 +46,8 @@ def test_bench_alignment_quick():
 
 
 def test_bench_subspace_quick():
-    out = run("bench_subspace.py", "--quick", "--only", "maxmatch", "curve", "certify", "simple")
-    assert "[maxmatch]" in out and "[curve]" in out and "[simple]" in out
+    out = run("bench_subspace.py", "--quick", "--only", "maxmatch", "curve", "certify", "simple", "simple512")
+    assert "[maxmatch]" in out and "[curve]" in out and "[simple]" in out and "[simple512]" in out
     assert out.count("[certify]") == 3 and "identical" in out
 
 

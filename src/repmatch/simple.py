@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._progress import progress as _bar
-from ._threads import single_threaded_blas
+from ._searchtree import SearchTree
+from ._threads import available_cores, single_threaded_blas
 from ._validate import as_rng, check_eps, check_positive_int, warn
 from .subspace import Geometry, Match, _make_match, _resolve, _threshold, bounded_prune, watch_prune
 
@@ -132,8 +133,7 @@ def v_minimal_match(
                  "(its distance is within its rounding-error bound of the threshold); returning None")
         return None
     gen = None if rng is None else as_rng(rng)
-    with single_threaded_blas():
-        I, J, certain = _deletion(geo, I, J, v, _order(S, v, gen), thr)
+    I, J, certain = _shared_searches(geo, I, J, S, [v], _order(S, v, gen), thr)[v]
     if not certain:
         warn(f"the match found for neuron {index} of {side.upper()} is a certified match containing it, but some "
              "deletion tests could not be decided: it may not be minimal")
@@ -228,6 +228,7 @@ def simple_matches(
     tol: float | None = None,
     rank_tol: float | None = None,
     progress: bool = False,
+    n_jobs: int = 1,
 ) -> SimpleMatches:
     """Distinct simple matches found by a v-minimal search from every neuron v of the maximum match.
 
@@ -237,7 +238,11 @@ def simple_matches(
         Extra searches per neuron, each with a random deletion order drawn from ``rng``
         (seeded: the same ``rng`` gives the same result).
     progress : bool
-        Show a progress bar over the neurons (needs tqdm).
+        Show a progress bar over the deletions (needs tqdm; only in one process).
+    n_jobs : int, default 1
+        Processes for the searches of the fixed order (-1: one per available core). The searches
+        are split into ``n_jobs`` interleaved groups of neurons, each run as one shared tree in a
+        forked process; the result is the same for every ``n_jobs``.
 
     Returns
     -------
@@ -246,17 +251,89 @@ def simple_matches(
     """
     geo, eps, thr, I, J, S, gen, restarts, hi = _plan(X, Y, eps, rng=rng, restarts=restarts, method=method,
                                                       tol=tol, rank_tol=rank_tol)
-    iterator = _bar(S, desc=f"simple matches (eps={eps:g})", enabled=progress, unit="neuron")
+    # the fixed order is the same for every neuron: all of its searches run as one tree
+    wrap = (lambda order: _bar(order, desc=f"simple matches (eps={eps:g})", enabled=progress, unit="deletion"))
+    n_jobs = available_cores() if n_jobs == -1 else check_positive_int(n_jobs, "n_jobs")
+    fixed = _shared_searches(geo, I, J, S, [int(v) for v in S], _order(S, -1, None), thr, wrap=wrap, n_jobs=n_jobs)
 
     def searches():
-        for v in iterator:
+        for v in S:
             v = int(v)
-            for order in _orders(S, v, gen, restarts):
-                with single_threaded_blas():
-                    res = _deletion(geo, I, J, v, order, thr)
-                yield v, res
+            for k, order in enumerate(_orders(S, v, gen, restarts)):
+                if k == 0:
+                    yield v, fixed[v]
+                    continue
+                yield v, _shared_searches(geo, I, J, S, [v], order, thr)[v]
 
     return _assemble(geo, eps, restarts, I, J, searches(), hi)
+
+
+def _shared_searches(geo: Geometry, I, J, S, members, order, thr, wrap=None, n_jobs: int = 1) -> dict:
+    """``{v: (I, J, certain)}`` (global indices): the deletion searches of ``members`` in one
+    ``order`` from the maximum match (I, J), run as one screened tree (:mod:`repmatch._searchtree`),
+    or as ``n_jobs`` trees over interleaved groups of the members in forked processes.
+
+    Each distinct result is checked again as a match by the certified tiers; a search whose result
+    fails that check (never seen; it would mean a screening bound was wrong) is redone by the
+    certified per-neuron search."""
+    S = np.asarray(S, dtype=np.intp)
+    if S.size == 0:
+        return {}
+    space = geo.tiers.restrict(S)
+    loc = np.full(int(S.max()) + 1, -1, dtype=np.intp)
+    loc[S] = np.arange(S.size)
+    job = (space, loc[I], loc[J], I.size, thr, loc[np.asarray(order, dtype=np.intp)])
+    local = [int(loc[v]) for v in members]
+    found = _run_trees(job, local, n_jobs, wrap)
+    out, checked = {}, {}
+    for v_loc, (Il, Jl, certain) in found.items():
+        key = (Il.tobytes(), Jl.tobytes())
+        if key not in checked:
+            checked[key] = bool((space.decide(Jl, Il, thr) == 1).all() and (space.decide(Il, Jl, thr) == 1).all())
+        v = int(S[v_loc])
+        if checked[key]:
+            out[v] = (S[Il], S[Jl], certain)
+        else:  # pragma: no cover - a screening bound was wrong; the certified search decides
+            out[v] = _deletion(geo, I, J, v, np.asarray(order, dtype=np.intp)[np.asarray(order) != v], thr)
+    return out
+
+
+#: The tree job handed to forked workers (read by _tree_worker; set only while a pool runs).
+_JOB = None
+
+
+def _tree(job, members, wrap=None) -> dict:
+    space, Il, Jl, n_i, thr, order = job
+    with single_threaded_blas():
+        return SearchTree(space, n_i, thr).run(Il, Jl, members, order, wrap=wrap)
+
+
+def _tree_worker(members) -> dict:
+    return _tree(_JOB, members)
+
+
+def _run_trees(job, members, n_jobs: int, wrap) -> dict:
+    """The searches of ``members`` (local indices): one tree, or ``n_jobs`` trees in forked
+    processes (where fork is available; otherwise one tree)."""
+    import multiprocessing as mp
+
+    n_jobs = max(1, min(int(n_jobs), len(members)))
+    if n_jobs == 1 or "fork" not in mp.get_all_start_methods():
+        return _tree(job, members, wrap)
+    global _JOB
+    import concurrent.futures
+
+    # interleaved, not contiguous: contiguous groups put X's and Y's neurons in different processes,
+    # whose trees can differ a lot in size (measured: 1.18x on two cores against 1.8x interleaved)
+    members = np.asarray(members, dtype=np.intp)
+    chunks = [members[k::n_jobs] for k in range(n_jobs) if members[k::n_jobs].size]
+    _JOB = job
+    try:
+        with concurrent.futures.ProcessPoolExecutor(len(chunks), mp_context=mp.get_context("fork")) as pool:
+            parts = list(pool.map(_tree_worker, chunks))
+    finally:
+        _JOB = None
+    return {v: r for part in parts for v, r in part.items()}
 
 
 # The three steps of simple_matches, shared with repmatch.distributed.simple_matches_parallel, which

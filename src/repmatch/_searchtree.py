@@ -1,0 +1,391 @@
+"""Deletion searches for simple matches, shared between neurons and screened by downdates.
+
+Two exact accelerations of the v-minimal deletion search of :mod:`repmatch.simple`
+(docs/subspace.md, "Simple matches at scale"):
+
+**One tree for every neuron.** The searches of all neurons v of the maximum match S try the same
+deletions in the same order (S ascending). At every step a search keeps its set C or moves to
+P = maxmatch(C - u), and P does not depend on v: only whether v is in it does. So the searches form
+a tree. All searches sitting at the same set share one test per deletion, and split only where
+their answers differ. The result of every search is exactly that of running it alone.
+
+**Distances by downdating, not refactorising.** A state keeps, for each side A, the inverse
+``H = G_AA^-1`` of its unit Gram block and the coefficients ``C = H G_AB`` of the other side's neurons.
+Removing a set R from A moves the squared distance of each neuron b of the other side by exactly
+``c_R^T (H_RR)^-1 c_R`` (the increase in residual of a least-squares fit when variables are
+dropped). A deletion test then costs O(|R|^2 |B|) instead of a pivoted Cholesky of the whole
+span. The new state's ``H`` and ``C`` are the Schur-complement downdates of the old ones.
+
+**Certified.** The screen is only used on spans it can bound.
+* The screen applies only when the smallest eigenvalue of the span's Gram block is certifiably at
+  least :data:`SCREEN_MIN_EIG` (``1 / ||H||_F``). Such a span has no direction anywhere near
+  ``rank_tol``, so the rank convention keeps all of it, under any pivot order.
+* Every screened squared distance carries a bound ``beta``:
+  - the first-order effect of the Gram's noise through the neuron's coefficients,
+    ``(eta_b + eta_max sqrt(|A| ||H||))^2``, since ``||c||_2^2 <= ||G_AA^-1||``; and
+  - a rounding term ``SCREEN_ROUND * gamma(|A| + 2) * kappa * (1 + depth)``, which grows with the
+    number of downdates since the last fresh factorisation (refreshed after
+    :data:`SCREEN_MAX_DEPTH`).
+  Both terms are bounded by the state's fresh factorisation and hold for every subset of the span,
+  because removing columns cannot shrink the smallest eigenvalue.
+* A neuron whose screened distance is within ``beta`` of the threshold is decided by the certified
+  tiers of :mod:`repmatch.subspace` against the current span. If they cannot decide it, the whole
+  test is redone by the certified pruning, and undecided neurons are reported as there.
+* Every final match is checked again by the certified tiers before it is returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from . import _certify as cert
+from .subspace import FactorSpace, GramSpace, prune
+
+#: Smallest (certified lower bound of the) eigenvalue of a span's unit Gram block for which the
+#: downdate screen is used; below it every test of that state goes to the certified kernels.
+SCREEN_MIN_EIG = 1e-6
+#: Constant of the screen's rounding term (module docstring). With it the term is
+#: ``8 sqrt(m) u kappa (1 + depth)``; the largest error measured against 45-digit arithmetic, on spans
+#: with kappa up to 1e7 after 14 downdates, was 0.001 u kappa sqrt(m) (1 + depth): a margin of 8,000
+#: (tests/test_searchtree.py checks the bound on generated ill-conditioned spans).
+SCREEN_ROUND = 1.0
+#: Downdates of a state's inverse before it is factorised afresh.
+SCREEN_MAX_DEPTH = 32
+
+_potrf = scipy.linalg.lapack.dpotrf
+_potri = scipy.linalg.lapack.dpotri
+_trtrs = scipy.linalg.lapack.dtrtrs
+
+
+class _Span:
+    """Span of side A, measuring the neurons B of the other side (positions into the state's arrays)."""
+
+    __slots__ = ("H", "C", "d2", "hF", "kappa", "emax", "rho", "depth", "n", "beta")
+
+    def bound(self, eta_b: np.ndarray, depth: int) -> np.ndarray:
+        """``beta`` of every candidate (module docstring), ``depth`` downdates from a fresh factor."""
+        data = self.emax * np.sqrt(self.n * self.hF)
+        e = eta_b + data
+        e *= e
+        e *= self.rho
+        e += SCREEN_ROUND * cert.gamma(self.n + 2) * self.kappa * (1 + depth)
+        return e
+
+
+def _fresh(G, eta, A, B):
+    """A freshly factorised span of the neurons A (global local-S indices) measuring B, or None
+    when the screen cannot bound it (ill-conditioned or singular block)."""
+    if A.size == 0:
+        return None
+    GA = G[np.ix_(A, A)]
+    L, info = _potrf(GA, lower=1, clean=1)
+    if info != 0:
+        return None
+    H, info = _potri(L, lower=1)
+    if info != 0:
+        return None
+    H = np.tril(H) + np.tril(H, -1).T
+    hF = float(np.sqrt(np.sum(H * H)))
+    kappa = float(np.sqrt(np.sum(GA * GA))) * hF
+    if not np.isfinite(hF) or 1.0 / hF < SCREEN_MIN_EIG or cert.gamma(A.size + 2) * kappa > 1e-3:
+        return None
+    hF *= 1.0 + 10 * cert.gamma(A.size + 2) * kappa  # the computed inverse's own error
+    eA = eta[A]
+    s = float(eA @ eA) * hF
+    if not s < 0.5:
+        return None
+    sp = _Span()
+    GAB = G[np.ix_(A, B)]
+    sp.H = H
+    sp.C = H @ GAB
+    sp.d2 = 1.0 - np.einsum("ij,ij->j", GAB, sp.C)
+    sp.hF, sp.kappa, sp.emax, sp.rho, sp.depth, sp.n = hF, kappa, float(eA.max()), 1.0 / (1.0 - s), 0, A.size
+    sp.beta = None
+    return sp
+
+
+def _chol(M):
+    L, info = _potrf(M, lower=1, clean=1)
+    return L if info == 0 else None
+
+
+def _moved(sp: _Span, R):
+    """Squared distances of every candidate to the span without R (positions), or None."""
+    if R.size == 0:
+        return sp.d2
+    if R.size == 1:  # one column: c_u^2 / H_uu
+        r = int(R[0])
+        h = sp.H[r, r]
+        if not h > 0:
+            return None
+        c = sp.C[r]
+        return sp.d2 + c * c / h
+    L = _chol(sp.H.take(R, axis=0).take(R, axis=1))
+    if L is None:
+        return None
+    Z, info = _trtrs(L, sp.C.take(R, axis=0), lower=1)
+    if info != 0:
+        return None
+    return sp.d2 + np.einsum("ij,ij->j", Z, Z)
+
+
+def _extend(sp: _Span, fac: list, side: int, new):
+    """Squared distances of every candidate after the rows ``new`` join the removed set of ``side``
+    (``fac[side]`` holds that set's factor ``L`` of ``H_RR``, ``Z = L^-1 C_R`` and the distances)."""
+    old = fac[side]
+    if new.size == 0:
+        return sp.d2 if old is None else old[2]
+    Hnn = sp.H.take(new, axis=0).take(new, axis=1)
+    Cn = sp.C.take(new, axis=0)
+    if old is None:
+        L = _chol(Hnn)
+        if L is None:
+            return None
+        Z, info = _trtrs(L, Cn, lower=1)
+        if info != 0:
+            return None
+        d2 = sp.d2 + np.einsum("ij,ij->j", Z, Z)
+        fac[side] = (L, Z, d2, new)
+        return d2
+    L, Z, d2, R = old
+    X, info = _trtrs(L, sp.H.take(R, axis=0).take(new, axis=1), lower=1)  # L21^T
+    if info != 0:
+        return None
+    L22 = _chol(Hnn - X.T @ X)
+    if L22 is None:
+        return None
+    Zn, info = _trtrs(L22, Cn - X.T @ Z, lower=1)
+    if info != 0:
+        return None
+    k, m = L.shape[0], new.size
+    Lf = np.zeros((k + m, k + m))
+    Lf[:k, :k] = L
+    Lf[k:, :k] = X.T
+    Lf[k:, k:] = L22
+    d2 = d2 + np.einsum("ij,ij->j", Zn, Zn)
+    fac[side] = (Lf, np.vstack([Z, Zn]), d2, np.concatenate([R, new]))
+    return d2
+
+
+def _downdate(sp: _Span, R, keepA, keepB):
+    """The span without R (positions), measuring the kept candidates: Schur-complement downdate."""
+    out = _Span()
+    out.hF, out.kappa, out.emax, out.rho, out.n = sp.hF, sp.kappa, sp.emax, sp.rho, sp.n
+    out.beta = None
+    if R.size == 0:
+        out.H = sp.H if keepA.size == sp.H.shape[0] else sp.H.take(keepA, axis=0).take(keepA, axis=1)
+        out.C = sp.C.take(keepA, axis=0).take(keepB, axis=1)
+        out.d2 = sp.d2.take(keepB)
+        out.depth = sp.depth
+        return out
+    L = _chol(sp.H.take(R, axis=0).take(R, axis=1))
+    if L is None:
+        return None
+    HRk = sp.H.take(R, axis=0).take(keepA, axis=1)
+    CRk = sp.C.take(R, axis=0).take(keepB, axis=1)
+    W, info = _trtrs(L, np.hstack([HRk, CRk]), lower=1)
+    if info != 0:
+        return None
+    WH, WC = W[:, : keepA.size], W[:, keepA.size :]
+    out.H = sp.H.take(keepA, axis=0).take(keepA, axis=1)
+    out.H -= WH.T @ WH
+    out.C = sp.C.take(keepA, axis=0).take(keepB, axis=1)
+    out.C -= WH.T @ WC
+    out.d2 = sp.d2.take(keepB) + np.einsum("ij,ij->j", WC, WC)
+    out.depth = sp.depth + 1
+    return out
+
+
+class _State:
+    """A set (I, J) of the tree, the searches sitting at it (``members``, local indices) and their
+    sides and positions in I or J."""
+
+    __slots__ = ("I", "J", "spans", "members")
+
+    def __init__(self, I, J, spans, members):
+        self.I, self.J, self.spans, self.members = I, J, spans, members
+
+
+class SearchTree:
+    """Deletion searches of many neurons in one order, on the geometry restricted to the maximum
+    match (local indices 0..|S|-1, X's first). ``run`` returns ``{v: (I, J, certain)}`` in local
+    indices; ``stats`` counts screened, certified (fallback) and total tests."""
+
+    def __init__(self, tiers, n_i: int, threshold: float):
+        self.tiers = tiers
+        self.thr = threshold
+        t2 = threshold * threshold
+        self.lo_t2, self.hi_t2 = t2 * (1 - 4 * cert.U), t2 * (1 + 4 * cert.U)
+        fast = tiers.fast
+        n = n_i
+        self.n_i = n
+        if isinstance(fast, GramSpace):
+            G = fast.G
+            if not isinstance(G, np.ndarray):  # a device tensor: the screen runs on a host copy
+                G = G.detach().cpu().numpy()
+            self.G = np.asarray(G, dtype=np.float64)
+            self.eta = np.asarray(fast.eta, dtype=np.float64)
+        elif isinstance(fast, FactorSpace):
+            F = fast.F
+            self.G = F.T @ F
+            e = np.sqrt(2.01 * fast.nu + cert.gamma(F.shape[0]))
+            self.eta = np.full(F.shape[1], e)
+        else:  # pragma: no cover - every geometry has one of the two spaces
+            self.G = None
+        self.stats = {"tests": 0, "screened": 0, "certified": 0, "refreshed": 0, "near": 0, "unscreenable": 0}
+
+    # -- states
+    def _spans(self, I, J):
+        if self.G is None:
+            return None
+        s0 = _fresh(self.G, self.eta, I, J)
+        s1 = _fresh(self.G, self.eta, J, I) if s0 is not None else None
+        self.stats["refreshed"] += 1
+        return None if s1 is None else (s0, s1)
+
+    def _child_spans(self, st: _State, rem):
+        if st.spans is None:
+            return None
+        keep = [np.flatnonzero(~rem[0]), np.flatnonzero(~rem[1])]
+        I, J = st.I[keep[0]], st.J[keep[1]]
+        out = []
+        for side in (0, 1):
+            sp = st.spans[side]
+            R = np.flatnonzero(rem[side])
+            kA, kB = keep[side], keep[1 - side]
+            if kA.size == 0 or kB.size == 0:
+                return None
+            if sp.depth >= SCREEN_MAX_DEPTH or 2 * R.size > kA.size:
+                return self._spans(I, J)
+            child = _downdate(sp, R, kA, kB)
+            if child is None:
+                return self._spans(I, J)
+            out.append(child)
+        return tuple(out)
+
+    # -- one deletion test
+    def _screen(self, st: _State, side: int, p: int, w0, w1):
+        """Removed flags (rem_I, rem_J) of maxmatch(state - u) by the screen; "all" when every
+        watched neuron (positions w0 in I, w1 in J) fell; None when some decision needs the
+        certified kernels.
+
+        The pruning rounds alternate between the sides; each side's removed set only grows, so its
+        Cholesky factor of ``H_RR`` and the rows ``Z = L^-1 C_R`` are extended, not recomputed."""
+        rem = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]
+        rem[side][p] = True
+        done = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]  # already in L
+        fac = [None, None]  # per span side: (L, Z, d2)
+        check = 1 - side
+        while True:
+            span = 1 - check
+            sp = st.spans[span]
+            new = np.flatnonzero(rem[span] & ~done[span])
+            d2 = _extend(sp, fac, span, new)
+            if d2 is None:
+                return None
+            done[span][new] = True
+            if sp.beta is None:
+                sp.beta = sp.bound(self.eta[st.I if check == 0 else st.J], sp.depth + 1)
+            beta = sp.beta
+            live = ~rem[check]
+            fall = (d2 - beta > self.hi_t2) & live
+            near = ~((d2 + beta <= self.lo_t2) | fall | ~live)
+            if near.any():  # within the bound of the threshold: the certified tiers decide these
+                self.stats["near"] += 1
+                span_cols = (st.I if span == 0 else st.J)[~rem[span]]
+                idx = np.flatnonzero(near)
+                dec = self.tiers.decide((st.I if check == 0 else st.J)[idx], span_cols, self.thr)
+                if (dec < 0).any():
+                    return None
+                fall[idx[dec == 0]] = True
+            if not fall.any():
+                return rem
+            rem[check] |= fall
+            if rem[0][w0].all() and rem[1][w1].all():
+                return "all"
+            check = 1 - check
+
+    def _certified(self, st: _State, side: int, p: int):
+        """(lo_sets, hi_sets) of maxmatch(state - u) by the certified kernels."""
+        I, J = st.I, st.J
+        if side == 0:
+            args = (np.delete(I, p), J)
+            flags = {"check_I": False, "check_J": True}
+        else:
+            args = (I, np.delete(J, p))
+            flags = {"check_I": True, "check_J": False}
+        lo_I, lo_J, unc = prune(self.tiers, *args, self.thr, **flags)
+        if not unc:
+            return (lo_I, lo_J), (lo_I, lo_J)
+        hi_I, hi_J, _ = prune(self.tiers, *args, self.thr, optimistic=True, **flags)
+        return (lo_I, lo_J), (hi_I, hi_J)
+
+    def run(self, I, J, members, order, wrap=None) -> dict:
+        """Run the searches of ``members`` (local indices) from the match (I, J) in ``order``;
+        ``wrap`` wraps the order's iteration (a progress bar)."""
+        I = np.asarray(I, dtype=np.intp)
+        J = np.asarray(J, dtype=np.intp)
+        N = int(max(I.max(initial=-1), J.max(initial=-1))) + 1
+        members = np.unique(np.asarray(list(members), dtype=np.intp))
+        states = {(I.tobytes(), J.tobytes()): _State(I, J, self._spans(I, J), members)}
+        uncertain = np.zeros(N, dtype=bool)
+        for u in (order if wrap is None else wrap(order)):
+            u = int(u)
+            for key, st in list(states.items()):
+                I, J = st.I, st.J
+                in_I = I.size and I[min(np.searchsorted(I, u), I.size - 1)] == u
+                in_J = (not in_I) and J.size and J[min(np.searchsorted(J, u), J.size - 1)] == u
+                if not (in_I or in_J):
+                    continue
+                active = st.members[st.members != u]
+                if not active.size:
+                    continue
+                self.stats["tests"] += 1
+                side = 0 if in_I else 1
+                p = int(np.searchsorted(I if in_I else J, u))
+                a_side = active >= self.n_i  # local indices: X's neurons first
+                w0, w1 = np.searchsorted(I, active[~a_side]), np.searchsorted(J, active[a_side])
+                if st.spans is None:
+                    self.stats["unscreenable"] += 1
+                    res = None
+                else:
+                    res = self._screen(st, side, p, w0, w1)
+                if isinstance(res, str):  # every active search keeps u
+                    self.stats["screened"] += 1
+                    continue
+                if res is not None:
+                    self.stats["screened"] += 1
+                    fell = np.empty(active.size, dtype=bool)
+                    fell[~a_side] = res[0][w0]
+                    fell[a_side] = res[1][w1]
+                    go = active[~fell]
+                    if not go.size:
+                        continue
+                    new_I, new_J = I[~res[0]], J[~res[1]]
+                    make = lambda st=st, res=res: self._child_spans(st, res)  # noqa: E731
+                else:
+                    self.stats["certified"] += 1
+                    (lo_I, lo_J), (hi_I, hi_J) = self._certified(st, side, p)
+                    in_lo = np.isin(active, lo_I) | np.isin(active, lo_J)
+                    in_hi = np.isin(active, hi_I) | np.isin(active, hi_J)
+                    uncertain[active[in_hi & ~in_lo]] = True  # undecided: u is kept, maybe not minimal
+                    go = active[in_lo]
+                    if not go.size:
+                        continue
+                    new_I, new_J = lo_I, lo_J
+                    make = lambda new_I=new_I, new_J=new_J: self._spans(new_I, new_J)  # noqa: E731
+                st.members = np.setdiff1d(st.members, go, assume_unique=True)
+                nkey = (new_I.tobytes(), new_J.tobytes())
+                child = states.get(nkey)
+                if child is None:
+                    states[nkey] = _State(new_I, new_J, make(), go)
+                else:
+                    child.members = np.union1d(child.members, go)
+                if not st.members.size:
+                    del states[key]
+        out = {}
+        for st in states.values():
+            for v in st.members.tolist():
+                out[v] = (st.I, st.J, not uncertain[v])
+        return out

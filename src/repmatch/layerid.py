@@ -327,7 +327,8 @@ def run_benchmark(dataset: str = "digits", seeds=5, *, arch: str = "smallcnn", e
     from . import activations as act
     from .nets import BatchLoader, load_checkpoint, load_dataset, train_seeds
     from .nets.datasets import _canonical
-    from .reproduce import _canonical_arch, _finished
+    from .pipeline.config import _canonical_arch
+    from .pipeline.train import finished as _finished
 
     say = say or (lambda msg: None)
     arch = _canonical_arch(arch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -384,7 +385,21 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
 
     rep = HtmlReport(f"repmatch reproduce: {cfg['arch']} on {cfg['dataset']}, seeds {', '.join(map(str, res['seeds']))}",
                      f"Run directory {os.path.abspath(run_dir)}; finished {res['provenance'].get('finished_utc', '?')}")
-    # -- the question
+    c = SimpleNamespace(v=v, res=res, cfg=cfg, rep=rep, save=save, sm=sm, plots=plots, layers=layers, n_pairs=n_pairs,
+                        label=label, shown=shown, grid=grid, pairs_txt=pairs_txt, pair_txt=pair_txt, alpha=alpha,
+                        n_perm=n_perm, sequence=sequence, first_layer=first_layer, mid_layer=mid_layer,
+                        run_dir=run_dir, tables=tables, min_samples=MIN_SAMPLES_PER_NEURON)
+    for section in (_section_question, _section_setup, _section_headline, _section_granularity,
+                    _section_calibration, _section_details, _section_files):
+        section(c)
+    return rep.write(os.path.join(run_dir, "report.html"))
+
+
+def _section_question(c) -> None:
+    """The report's section: the question."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
     rep.section(SECTIONS[0], "question")
     rep.paragraph(res["question"] + " Networks with the same architecture were trained on the same data from "
                   "different random seeds. For every pair of seeds and every ReLU layer we ask whether the two "
@@ -398,7 +413,14 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
                   "of network B permuted, breaking the correspondence of samples: null mean and the permutation "
                   f"p-value; {n_perm} permutations, so the smallest possible p is 1/{n_perm + 1} = "
                   f"{sm.min_p(n_perm):.3g}). Claims of significance use α = {alpha:g} and need p ≤ α in every pair.")
-    # -- setup
+
+
+def _section_setup(c) -> None:
+    """The report's section: setup."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
+    sequence = c.sequence
     rep.section(SECTIONS[1], "setup")
     d = res["data"]
     images = d.get("images", "test")
@@ -441,7 +463,13 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
                 f"{v.mean(L['name'], lambda i, la: v.curve(i, la)['dead_y']):.1f}"] for L in res["layers"]],
               caption="Layers compared, input to output (layout: how the output was read, and why)")
 
-    # -- headline: the curve on [0, 1) and its summaries, with both nulls
+
+def _section_headline(c) -> None:
+    """The report's section: headline: the curve on [0, 1) and its summaries, with both nulls."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
+    MIN_SAMPLES_PER_NEURON = c.min_samples  # noqa: N806
     rep.section(SECTIONS[2], "headline")
     curve_t = np.array([[v.curve(i, L)["similarity"] for L in layers] for i in range(n_pairs)], dtype=float)
     curve_u = np.array([[v.untrained(i, L)["curve"]["similarity"] for L in layers] for i in range(n_pairs)], dtype=float)
@@ -493,7 +521,12 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
                       f"{MIN_SAMPLES_PER_NEURON:g} samples per neuron; spans of that many vectors cover most of the "
                       "sample space, so their matches are close to trivial (compare more images).", note=True)
 
-    # -- granularity
+
+def _section_granularity(c) -> None:
+    """The report's section: granularity."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
     rep.section(SECTIONS[3], "granularity")
     def _sizes(sm):
         return [] if sm is None else sm.sizes.tolist()
@@ -573,8 +606,15 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
         vs = sm.verdicts(layers, t, u, _shuffled(v, key, "p_value"), larger=True, alpha=alpha,
                          n_permutations=n_perm)
         rep.paragraph(sm.sentence(what, vs, larger=True, alpha=alpha, n_permutations=n_perm), note=True)
+    c.semi, c.bip, c.heldout = semi, bip, heldout
 
-    # -- calibration
+
+def _section_calibration(c) -> None:
+    """The report's section: calibration."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
+    semi, bip, heldout = c.semi, c.bip, c.heldout
     rep.section(SECTIONS[4], "calibration")
     rows = []
     for j, L in enumerate(layers):
@@ -613,7 +653,13 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     vs = sm.verdicts(layers, soft_t, soft_u, soft_p, larger=False, alpha=alpha, n_permutations=n_perm)
     rep.paragraph(sm.sentence("soft matching distance", vs, larger=False, alpha=alpha, n_permutations=n_perm), note=True)
 
-    # -- details
+
+def _section_details(c) -> None:
+    """The report's section: details."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
+    first_layer, mid_layer = c.first_layer, c.mid_layer
     rep.section(SECTIONS[5], "details")
     idx = [_eps_index(v.grid, e) for e in v.authors]
 
@@ -753,11 +799,17 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
                    "(conv layers average-pooled over positions), beside the same against the untrained network and "
                    f"with the images of B shuffled (mean of {heat.get('n_permutations', '?')} permutations). The "
                    "diagonal should stand out.", files=files)
-    # -- files
+
+
+def _section_files(c) -> None:
+    """The report's section: files."""
+    v, res, cfg, rep, save, sm, plots = c.v, c.res, c.cfg, c.rep, c.save, c.sm, c.plots  # noqa: F841
+    layers, n_pairs, label, shown, grid = c.layers, c.n_pairs, c.label, c.shown, c.grid  # noqa: F841
+    pairs_txt, pair_txt, alpha, n_perm = c.pairs_txt, c.pair_txt, c.alpha, c.n_perm  # noqa: F841
+    run_dir, tables = c.run_dir, c.tables
     rep.section(SECTIONS[6], "files")
     rep.table(["table", "file"], [[k, os.path.relpath(p, run_dir)] for k, p in tables.items()])
     prov = res["provenance"]
     rep.paragraph(f"Units computed in the last run: {len(prov['computed'])}; reused from the cache: "
                   f"{len(prov['reused'])}; {prov['seconds']:.1f} s. Rebuild this page with "
                   f"`repmatch report {run_dir}`.")
-    return rep.write(os.path.join(run_dir, "report.html"))

@@ -226,3 +226,31 @@ def test_shuffled_null_equals_the_library_permutation_tests():
 def test_authors_eps_always_on_the_grid(tmp_path):
     cfg = rp.ReproduceConfig(out=str(tmp_path), eps_grid=(0.05, 0.4))
     assert cfg.eps_grid == tuple(sorted({0.05, 0.4, *rp.AUTHORS_EPS}))
+
+
+def test_all_pairs_are_reduced_in_one_call_per_half(tmp_path, monkeypatch):
+    """The reductions stage asks for every missing pair at once (so that a network can run once per
+    batch for all its pairs), and a resumed run asks for nothing."""
+    from repmatch.pipeline import reductions
+
+    calls = []
+    real = reductions.reduce_networks
+
+    def spy(models, pairs, loader, lo, hi, *args, **kwargs):
+        calls.append((sorted(map(str, models)), list(pairs), lo, hi))
+        return real(models, pairs, loader, lo, hi, *args, **kwargs)
+
+    monkeypatch.setattr(reductions, "reduce_networks", spy)
+    kw = dict(TINY_REPRODUCE, seeds=(0, 1, 2), n_train=100, n_test=40, heatmap=False, n_boot=4, out=str(tmp_path),
+              report=False)
+    res = rp.reproduce(**kw)
+    assert len(calls) == 4  # trained and untrained, two halves each
+    trained = [c for c in calls if not any("untrained" in m for m in c[0])]
+    assert len(trained) == 2 and all(c[1] == [(0, 1), (0, 2), (1, 2)] and c[0] == ["0", "1", "2"] for c in trained)
+    null = [c for c in calls if c not in trained]
+    assert all(c[1] == [(0, ("untrained", 1)), (0, ("untrained", 2)), (1, ("untrained", 2))] for c in null)
+    assert {(c[2], c[3]) for c in calls} == {(0, res["data"]["split_for_sparse"][0]),
+                                            (res["data"]["split_for_sparse"][0], res["data"]["n_test_used"])}
+    calls.clear()
+    again = rp.reproduce(**kw)
+    assert calls == [] and again["provenance"]["computed"] == []

@@ -69,10 +69,9 @@ def _run(cfg: ReproduceConfig, readonly: bool) -> dict:
     nets = train_stage(cfg, cache, readonly)
     inputs = data_stage(cfg, nets)
     keys = Keys(cfg, nets.ckpt_hash, inputs.key, nets.info0["model_kwargs"], inputs.k_rows)
-    res = Resources(cfg, nets, inputs, cache, keys)
-    res.inner_progress = cfg.progress and stderr_is_tty()  # nested bars only on a terminal
-
     pairs = list(itertools.combinations(cfg.seeds, 2))
+    res = Resources(cfg, nets, inputs, cache, keys, pairs)
+    res.inner_progress = cfg.progress and stderr_is_tty()  # nested bars only on a terminal
     results_pairs = []
     total = len(pairs) * len(inputs.layer_names)
     bar = progress(range(total), total=total, desc="pairs x layers", enabled=cfg.progress)

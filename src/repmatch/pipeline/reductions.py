@@ -103,10 +103,53 @@ class Resources:
     """Reductions (two halves of the inputs, merged for the full set) and samples, computed when first
     needed, cached on disk, and kept in memory until :meth:`free`."""
 
-    def __init__(self, cfg, nets, inputs, cache, keys):
+    def __init__(self, cfg, nets, inputs, cache, keys, pairs=None):
         self.cfg, self.nets, self.inputs, self.cache, self.keys = cfg, nets, inputs, cache, keys
+        self.pairs = list(pairs) if pairs is not None else []  # every pair of the run
         self.memo: dict = {}
         self.inner_progress = False
+
+    def _file(self, a, b, null, part) -> tuple:
+        """(cache name, .npz path) of the reductions of (a, b) (or its null) on half ``part``."""
+        name = f"reductions-{'untrained' if null else 'trained'}-{a}-{b}-half{part}"
+        return name, self.cache.npz_path(name, digest(self.keys.reductions(a, b, null)))
+
+    def _reduce_missing(self, a, b, null, part, lo, hi) -> dict:
+        """Reduce, in one call of :func:`reduce_networks`, the pair (a, b) and every other pair of the run
+        (same kind: trained or null) whose file for this half is missing; save them all; return (a, b)'s.
+
+        Every network then runs once per batch for all its pairs when :func:`reduce_networks` shares
+        the forward passes."""
+        from ..io import save_reductions
+
+        cfg, cache, inp = self.cfg, self.cache, self.inputs
+        todo = [(a, b)] + [(x, y) for x, y in self.pairs if (x, y) != (a, b)
+                           and not os.path.exists(self._file(x, y, null, part)[1])]
+        cache.need(f"{os.path.basename(self._file(a, b, null, part)[1])} is not cached")
+        kind = "untrained " if null else "seed "
+        say(cfg, f"reducing {', '.join(f'seed {x} vs {kind}{y}' for x, y in todo)}, test images {lo}..{hi}")
+        models = {x: self.nets.models[x] for x, _ in todo}
+        ids = {}
+        for x, y in todo:
+            ids[(x, y)] = ("untrained", y) if null else y
+            models.setdefault(ids[(x, y)], self.untrained(y) if null else self.nets.models[y])
+        t0 = time.perf_counter()
+        got = reduce_networks(models, [(x, ids[(x, y)]) for x, y in todo], inp.loader, lo, hi, inp.layer_names,
+                              conv_mode=cfg.conv_mode, device=cfg.device, progress=self.inner_progress)
+        cache.seconds["reduce"] = cache.seconds.get("reduce", 0.0) + time.perf_counter() - t0
+        out = None
+        for x, y in todo:
+            # The rows are reduced where the networks run (on a GPU with --device cuda); the
+            # measures are solved on host copies (O(n^2) numbers), the same whether the
+            # reductions were just computed or read back from the cache. LAPACK's pivoted
+            # Cholesky beats a loop of small device kernels on layers of a few hundred units.
+            reds = {k: r if r.device is None else r.to(None) for k, r in got[(x, ids[(x, y)])].items()}
+            name, path = self._file(x, y, null, part)
+            save_reductions(path, reds, metadata=self.keys.reductions(x, y, null))
+            cache.computed.append(name)
+            if (x, y) == (a, b):
+                out = reds
+        return out
 
     def untrained(self, b: int):
         from ..nets import build_model
@@ -119,35 +162,16 @@ class Resources:
         key = ("red", a, b, null)
         if key in self.memo:
             return self.memo[key]
-        cfg, cache, inp = self.cfg, self.cache, self.inputs
-        h = digest(self.keys.reductions(a, b, null))  # how the rows are reduced does not change with UNIT_VERSION
-        name = f"reductions-{'untrained' if null else 'trained'}-{a}-{b}"
-        idb = ("untrained", b) if null else b
+        inp = self.inputs
         halves = []
         for part, (lo, hi) in enumerate(((0, inp.half), (inp.half, inp.n))):
-            path = cache.npz_path(f"{name}-half{part}", h)
+            name, path = self._file(a, b, null, part)
             # a damaged file (truncated, CRC error, missing layers) is a miss, with a warning
             reds = _rundir.load_cached_reductions(path, inp.layer_names) if os.path.exists(path) else None
             if reds is not None:
-                cache.reused.append(f"{name}-half{part}")
+                self.cache.reused.append(name)
             else:
-                from ..io import save_reductions
-
-                cache.need(f"{os.path.basename(path)} is not cached")
-                say(cfg, f"reducing seed {a} vs {'untrained ' if null else 'seed '}{b}, test images {lo}..{hi}")
-                models = {a: self.nets.models[a], idb: self.untrained(b) if null else self.nets.models[b]}
-                t0 = time.perf_counter()
-                reds = reduce_networks(models, [(a, idb)], inp.loader, lo, hi, inp.layer_names,
-                                       conv_mode=cfg.conv_mode, device=cfg.device,
-                                       progress=self.inner_progress)[(a, idb)]
-                # The rows are reduced where the networks run (on a GPU with --device cuda); the
-                # measures are solved on host copies (O(n^2) numbers), the same whether the
-                # reductions were just computed or read back from the cache. LAPACK's pivoted
-                # Cholesky beats a loop of small device kernels on layers of a few hundred units.
-                reds = {k: r if r.device is None else r.to(None) for k, r in reds.items()}
-                cache.seconds["reduce"] = cache.seconds.get("reduce", 0.0) + time.perf_counter() - t0
-                save_reductions(path, reds, metadata=self.keys.reductions(a, b, null))
-                cache.computed.append(f"{name}-half{part}")
+                reds = self._reduce_missing(a, b, null, part, lo, hi)
             halves.append(reds)
         full = {k: halves[0][k].merge(halves[1][k]) for k in inp.layer_names}
         self.memo[key] = (full, halves[0], halves[1])

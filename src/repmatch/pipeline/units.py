@@ -22,7 +22,6 @@ pair is computed for both nulls as well, with the same code:
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 
 import numpy as np

@@ -47,7 +47,7 @@ def test_reproduce_then_report(tiny_run, tmp_path, capsys):
     (["--arch", "resnet7"], "--arch: arch must be one of"),
     (["--dataset", "imagenet"], "--dataset: dataset must be one of"),
     (["--seeds", "0"], "--seeds: seeds must list at least 2 seeds"),
-    (["--epochs", "0"], "--epochs: epochs must be a positive integer"),
+    (["--epochs", "0"], "--epochs: epochs must be an integer >= 1"),
     (["--permutations", "0"], "--permutations"),
     (["--alpha", "2"], "--alpha: alpha must be a number in (0, 1)"),
 ])

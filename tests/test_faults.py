@@ -322,9 +322,9 @@ def test_bad_npy_files_name_the_file(kind, message, acts, tmp_path, previous):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"format": "repmatch-reproduce-1", "config": {"arch": "x"}, "truncated', "is damaged: not valid JSON"),
+    ('{"format": "repmatch-reproduce-2", "config": {"arch": "x"}, "truncated', "is damaged: not valid JSON"),
     ("[1, 2, 3]", "is not a repmatch reproduce results file"),
-    ('{"format": "repmatch-reproduce-1", "config": {}, "seeds": [0, 1], "pairs": [[0, 1]], "eps_grid": [0.1], '
+    ('{"format": "repmatch-reproduce-2", "config": {}, "seeds": [0, 1], "pairs": [[0, 1]], "eps_grid": [0.1], '
      '"authors_eps": [0.1], "layers": "fc", "results": [], "networks": {}, "provenance": {}, "question": "?"}',
      "'layers' is a str, expected a list"),
 ])

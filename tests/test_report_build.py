@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from repmatch import BipartiteMatch, PermutationResult  # noqa: E402
 from repmatch.report.build import SECTIONS, build_report  # noqa: E402
 
 
@@ -58,8 +59,10 @@ def test_report_from_results_json_alone(rebuilt):
     for L in res["layers"]:
         unit = res["results"][0]["layers"][L["name"]]
         e50 = unit["subspace"]["eps_50"]
-        cell = (f"{e50:.3f} ({unit['untrained']['eps_50']:.3f} | {unit['shuffled']['eps_50']['null_mean']:.3f}, "
-                f"p≤{unit['shuffled']['eps_50']['p_value']:.2g})")
+        sh = PermutationResult.from_dict(unit["shuffled"]["statistics"]["eps_50"])
+        null = sh.null[np.isfinite(sh.null)]
+        cell = (f"{e50:.3f} ({unit['untrained']['curve']['eps_50']:.3f} | {null.mean():.3f}, "
+                f"p≤{sh.p_value:.2g})")
         assert cell in text, cell
     mms = res["results"][0]["layers"][res["layers"][0]["name"]]["subspace"]["similarity"][res["eps_grid"].index(0.25)]
     assert f"{mms:.3f}" in text
@@ -80,13 +83,14 @@ def test_csv_tables_match_results(rebuilt):
         unit = res["results"][0]["layers"][row["layer"]]
         k = res["eps_grid"].index(float(row["eps"]))
         assert float(row["similarity"]) == pytest.approx(unit["subspace"]["similarity"][k], abs=1e-5)
-        assert float(row["untrained_null"]) == pytest.approx(unit["untrained"]["similarity"][k], abs=1e-5)
+        assert float(row["untrained_null"]) == pytest.approx(unit["untrained"]["curve"]["similarity"][k], abs=1e-5)
     rows = list(csv.DictReader(open(run / "tables" / "matching.csv")))
     for row in rows:
         unit = res["results"][0]["layers"][row["layer"]]
-        assert float(row["bipartite_mean"]) == pytest.approx(unit["alignment"]["bipartite_mean"], rel=1e-5)
+        b = BipartiteMatch.from_dict(unit["alignment"]["bipartite"])
+        assert float(row["bipartite_mean"]) == pytest.approx(b.mean, rel=1e-5)
         assert float(row["bipartite_shuffled_mean"]) == pytest.approx(
-            unit["shuffled"]["bipartite_match"]["null_mean"], rel=1e-5, abs=1e-9)
+            PermutationResult.from_dict(unit["shuffled"]["statistics"]["bipartite_match"]).null_mean, rel=1e-5, abs=1e-9)
     heat = np.loadtxt(run / "tables" / "layer_heatmap_cka.csv", delimiter=",", skiprows=1, usecols=range(1, 6))
     np.testing.assert_allclose(heat, res["heatmap"]["matrix"], rtol=1e-5)
     rows = list(csv.DictReader(open(run / "tables" / "mms_summaries.csv")))
@@ -95,7 +99,8 @@ def test_csv_tables_match_results(rebuilt):
         unit = res["results"][0]["layers"][row["layer"]]
         if row["trained"]:
             assert float(row["trained"]) == pytest.approx(unit["subspace"][row["statistic"]], rel=1e-5)
-        assert float(row["shuffled_p"]) == pytest.approx(unit["shuffled"][row["statistic"]]["p_value"], rel=1e-5)
+        sh = PermutationResult.from_dict(unit["shuffled"]["statistics"][row["statistic"]])
+        assert float(row["shuffled_p"]) == pytest.approx(sh.p_value, rel=1e-5)
 
 
 def test_rebuild_is_idempotent(rebuilt):
@@ -110,4 +115,10 @@ def test_missing_or_foreign_results(tmp_path):
         build_report(tmp_path)
     (tmp_path / "results.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not a repmatch reproduce results file"):
+        build_report(tmp_path)
+
+
+def test_results_of_an_older_format_are_refused_not_misread(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"format": "repmatch-reproduce-1", "results": []}))
+    with pytest.raises(ValueError, match="written by another version of repmatch: rerun `repmatch reproduce`"):
         build_report(tmp_path)

@@ -37,20 +37,27 @@ def test_results_json_has_every_number(tiny_run):
         s = unit["subspace"]
         assert len(s["similarity"]) == len(res["eps_grid"]) and 0 <= s["max_epsilon"] <= 1
         assert np.all(np.diff(s["similarity"]) >= 0)  # monotone in ε
-        assert len(unit["untrained"]["similarity"]) == len(res["eps_grid"])
-        assert len(unit["shuffled"]["similarity_null_mean"]) == len(res["eps_grid"])
-        assert unit["shuffled"]["n_permutations"] == 3
-        assert 0 <= unit["shuffled"]["bipartite_match"]["p_value"] <= 1
+        assert len(unit["untrained"]["curve"]["similarity"]) == len(res["eps_grid"])
+        curve = repmatch.CurveNull.from_dict(unit["shuffled"]["curve"])
+        assert curve.null.shape == (3, len(res["eps_grid"])) and unit["shuffled"]["n_permutations"] == 3
+        tests = {k: repmatch.PermutationResult.from_dict(d) for k, d in unit["shuffled"]["statistics"].items()}
+        assert 0 <= tests["bipartite_match"].p_value <= 1
         for stat in ("eps_50", "max_epsilon", "area", "soft_distance"):  # every summary has its shuffled null
-            assert unit["shuffled"][stat]["n"] == 3 and unit["shuffled"][stat]["p_value"] >= 0.25
+            t = tests[stat]
+            assert t.n_permutations == 3 and t.null.shape == (3,) and (np.isnan(t.p_value) or t.p_value >= 0.25)
         for stat in ("eps_50", "max_epsilon", "area"):  # ... and its untrained null
-            assert stat in unit["untrained"] and stat in s
+            assert stat in unit["untrained"]["curve"] and stat in s
         assert s["area_low"] <= s["area"] <= s["area_high"]
         cal = unit["calibration"]
-        assert cal["rotation"]["n_rotations"] == 3 and cal["bootstrap"]["n_boot"] == 20
-        assert cal["bootstrap"]["resampled"] == "images" and cal["bootstrap"]["n_groups"] == 260
-        b = cal["bootstrap"]["bipartite_match"]
-        assert b["low"] <= b["high"] and b["observed"] == pytest.approx(unit["shuffled"]["bipartite_match"]["observed"])
+        assert repmatch.RotationBaseline.from_dict(cal["rotation"]).n_rotations == 3
+        boot = {k: repmatch.BootstrapResult.from_dict(d) for k, d in cal["bootstrap"].items()}
+        assert all(b.n_boot == 20 and b.n_groups == 260 and b.samples.shape == (20,) for b in boot.values())
+        b = boot["bipartite_match"]
+        assert b.low <= b.high and b.observed == pytest.approx(tests["bipartite_match"].observed)
+        # every unit reads back as the measures' result objects
+        assert repmatch.BipartiteMatch.from_dict(unit["alignment"]["bipartite"]).n_x == s["n_x"]
+        assert repmatch.SoftMatch.from_dict(unit["soft"]).n_y == s["n_y"]
+        assert repmatch.ClusterResult.from_dict(unit["clusters"]).labels_x.shape == (s["n_x"],)
     heat = res["heatmap"]
     assert heat["layers"] == layers and np.array(heat["matrix"]).shape == (5, 5)
     assert np.array(heat["untrained_matrix"]).shape == (5, 5) and np.array(heat["shuffled_matrix"]).shape == (5, 5)
@@ -84,18 +91,21 @@ def test_numbers_match_direct_api_calls(tiny_run):
         if unit["subspace"]["eps_50"] is not None:
             k = unit["subspace"]["eps_50_min_size"]
             assert unit["subspace"]["eps_50"] == pytest.approx(repmatch.minimal_epsilon(r, min_size=k)[0], abs=1e-6)
-        assert unit["soft"]["distance"] == pytest.approx(repmatch.soft_match(r).distance, abs=1e-8)
+        assert repmatch.SoftMatch.from_dict(unit["soft"]).distance == pytest.approx(repmatch.soft_match(r).distance,
+                                                                                   abs=1e-8)
         b = repmatch.bipartite_match(r)
-        assert unit["alignment"]["bipartite_mean"] == pytest.approx(b.mean, abs=1e-8)
-        assert unit["alignment"]["semi_mean"] == pytest.approx(b.semi.mean, abs=1e-8)
-        assert unit["alignment"]["agree"] == b.agree
-        assert unit["reference"]["linear_cka"] == pytest.approx(repmatch.linear_cka(r).value, abs=1e-8)
+        ours = repmatch.BipartiteMatch.from_dict(unit["alignment"]["bipartite"])
+        assert ours.mean == pytest.approx(b.mean, abs=1e-8)
+        assert ours.semi.mean == pytest.approx(b.semi.mean, abs=1e-8)
+        assert ours.agree == b.agree and ours.x.tolist() == b.x.tolist() and ours.y.tolist() == b.y.tolist()
+        cka = repmatch.Score.from_dict(unit["reference"]["linear_cka"])
+        assert cka.value == pytest.approx(repmatch.linear_cka(r).value, abs=1e-8)
         sm = repmatch.simple_matches(r, eps=0.25)
-        assert sorted(unit["simple"]["sizes"]) == sorted(sm.sizes.tolist())
+        assert sorted(repmatch.SimpleMatches.from_dict(unit["simple"]).sizes.tolist()) == sorted(sm.sizes.tolist())
         ru = reds_u[layer]
-        assert unit["untrained"]["linear_cka"] == pytest.approx(repmatch.linear_cka(ru).value, abs=1e-8)
-        np.testing.assert_allclose(unit["untrained"]["similarity"], repmatch.similarity_curve(ru, eps=grid).similarity,
-                                   atol=1e-12)
+        assert unit["untrained"]["linear_cka"]["value"] == pytest.approx(repmatch.linear_cka(ru).value, abs=1e-8)
+        np.testing.assert_allclose(unit["untrained"]["curve"]["similarity"],
+                                   repmatch.similarity_curve(ru, eps=grid).similarity, atol=1e-12)
 
 
 def _diff(a, b, path="", tol=0.0):
@@ -134,7 +144,9 @@ def test_interrupted_run_finishes_only_the_remaining_units(tiny_run, tmp_path, m
     shutil.copytree(tiny_run[0] / "nets", os.path.join(out, "nets"))  # trained networks, empty cache
     kw = dict(TINY_REPRODUCE, out=out, report=False)
     calls = {"n": 0}
-    real = rp._sparse_unit
+    from repmatch.pipeline import units
+
+    real = units.sparse_unit
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -142,10 +154,10 @@ def test_interrupted_run_finishes_only_the_remaining_units(tiny_run, tmp_path, m
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rp, "_sparse_unit", flaky)
+    monkeypatch.setattr(units, "sparse_unit", flaky)
     with pytest.raises(KeyboardInterrupt):
         rp.reproduce(**kw)
-    monkeypatch.setattr(rp, "_sparse_unit", real)
+    monkeypatch.setattr(units, "sparse_unit", real)
     done_before = {f for f in os.listdir(os.path.join(out, "cache")) if f.endswith(".json")}
     assert done_before and not os.path.exists(os.path.join(out, "results.json"))
     res = rp.reproduce(**kw)
@@ -163,7 +175,7 @@ def test_interrupted_run_finishes_only_the_remaining_units(tiny_run, tmp_path, m
     (dict(dataset="imagenet"), "dataset must be one of"),
     (dict(seeds=(3,)), "at least 2 seeds"),
     (dict(seeds=(1, 1)), "distinct"),
-    (dict(epochs=0), "epochs must be a positive integer"),
+    (dict(epochs=0), "epochs must be an integer >= 1"),
     (dict(simple_eps=1.5), "simple_eps"),
     (dict(permutations=0), "permutations"),
     (dict(eps_grid=(0.1, 1.2)), "eps_grid"),
@@ -196,18 +208,49 @@ def test_shuffled_null_equals_the_library_permutation_tests():
     X = np.maximum(Z @ g.standard_normal((3, 6)) + 0.5 * g.standard_normal((400, 6)), 0)
     Y = np.maximum(Z @ g.standard_normal((3, 5)) + 0.5 * g.standard_normal((400, 5)), 0)
     eps = [0.1, 0.3, 0.5]
-    out = rp._shuffled_unit(X, Y, eps, 7, seed=11)
+    from repmatch.pipeline.units import shuffled_unit
+
+    out = shuffled_unit(X, Y, eps, 7, seed=11)
+    ours = repmatch.CurveNull.from_dict(out["curve"])
     curve = repmatch.similarity_curve_null(X, Y, eps=eps, n_permutations=7, rng=11)
-    np.testing.assert_allclose(out["similarity_null_mean"], curve.null_mean, atol=1e-12)
-    np.testing.assert_allclose(out["similarity_p"], curve.p_value)
-    for name in ("semi_match", "bipartite_match", "linear_cka"):
+    np.testing.assert_allclose(ours.null, curve.null, atol=1e-12)
+    np.testing.assert_allclose(ours.p_value, curve.p_value)
+    for name in ("semi_match", "bipartite_match", "linear_cka", "soft_match_distance"):
         ref = repmatch.permutation_test(name, X, Y, n_permutations=7, rng=11)
-        assert out[name]["observed"] == pytest.approx(ref.observed, abs=1e-10)
-        assert out[name]["null_mean"] == pytest.approx(ref.null_mean, abs=1e-10)
-        assert out[name]["null_std"] == pytest.approx(ref.null_std, abs=1e-10)
-        assert out[name]["p_value"] == pytest.approx(ref.p_value)
+        t = repmatch.PermutationResult.from_dict(out["statistics"][{"soft_match_distance": "soft_distance"}.get(name, name)])
+        assert t.observed == pytest.approx(ref.observed, abs=1e-10)
+        np.testing.assert_allclose(t.null, ref.null, atol=1e-10)
+        assert t.alternative == ref.alternative and t.p_value == pytest.approx(ref.p_value)
 
 
 def test_authors_eps_always_on_the_grid(tmp_path):
     cfg = rp.ReproduceConfig(out=str(tmp_path), eps_grid=(0.05, 0.4))
     assert cfg.eps_grid == tuple(sorted({0.05, 0.4, *rp.AUTHORS_EPS}))
+
+
+def test_all_pairs_are_reduced_in_one_call_per_half(tmp_path, monkeypatch):
+    """The reductions stage asks for every missing pair at once (so that a network can run once per
+    batch for all its pairs), and a resumed run asks for nothing."""
+    from repmatch.pipeline import reductions
+
+    calls = []
+    real = reductions.reduce_networks
+
+    def spy(models, pairs, loader, lo, hi, *args, **kwargs):
+        calls.append((sorted(map(str, models)), list(pairs), lo, hi))
+        return real(models, pairs, loader, lo, hi, *args, **kwargs)
+
+    monkeypatch.setattr(reductions, "reduce_networks", spy)
+    kw = dict(TINY_REPRODUCE, seeds=(0, 1, 2), n_train=100, n_test=40, heatmap=False, n_boot=4, out=str(tmp_path),
+              report=False)
+    res = rp.reproduce(**kw)
+    assert len(calls) == 4  # trained and untrained, two halves each
+    trained = [c for c in calls if not any("untrained" in m for m in c[0])]
+    assert len(trained) == 2 and all(c[1] == [(0, 1), (0, 2), (1, 2)] and c[0] == ["0", "1", "2"] for c in trained)
+    null = [c for c in calls if c not in trained]
+    assert all(c[1] == [(0, ("untrained", 1)), (0, ("untrained", 2)), (1, ("untrained", 2))] for c in null)
+    assert {(c[2], c[3]) for c in calls} == {(0, res["data"]["split_for_sparse"][0]),
+                                            (res["data"]["split_for_sparse"][0], res["data"]["n_test_used"])}
+    calls.clear()
+    again = rp.reproduce(**kw)
+    assert calls == [] and again["provenance"]["computed"] == []

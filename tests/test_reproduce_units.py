@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import repmatch
-from repmatch.reproduce_units import RowMoments, grouped_bootstrap, sample_rows
+from repmatch.pipeline.reductions import sample_rows
+from repmatch.pipeline.units import RowMoments, grouped_bootstrap
 
 pytestmark = pytest.mark.filterwarnings("ignore::repmatch.RepmatchWarning")
 
@@ -50,10 +51,11 @@ def test_grouped_bootstrap_equals_the_library_bootstrap():
     ours = grouped_bootstrap(X, Y, groups, n_boot=30, seed=5)
     for name in ("semi_match", "bipartite_match", "soft_match_distance"):
         ref = repmatch.bootstrap_ci(name, X, Y, n_boot=30, rng=5, groups=groups)
-        assert ours[name]["observed"] == pytest.approx(ref.observed, abs=1e-10)
-        assert ours[name]["low"] == pytest.approx(ref.low, abs=1e-9)
-        assert ours[name]["high"] == pytest.approx(ref.high, abs=1e-9)
-    assert ours["n_groups"] == 30 and ours["resampled"] == "images"
+        assert ours[name].observed == pytest.approx(ref.observed, abs=1e-10)
+        assert ours[name].low == pytest.approx(ref.low, abs=1e-9)
+        assert ours[name].high == pytest.approx(ref.high, abs=1e-9)
+        np.testing.assert_allclose(ours[name].samples, ref.samples, atol=1e-9)
+        assert ours[name].n_groups == ref.n_groups == 30 and ours[name].std_error == pytest.approx(ref.std_error)
 
 
 def test_sample_rows_keeps_images_together_and_positions_aligned():

@@ -192,7 +192,7 @@ def test_reproduce_on_a_vision_transformer(tmp_path):
         assert name in units
     assert "n_matches" in units["simple"] and "skipped" in res["results"][0]["layers"]["blocks.1.mlp.act"]["simple"]
     # the in-memory sample takes ceil(400 / 48) = 9 tokens of each of the 48 test images
-    assert units["shuffled"]["n_rows"] == 48 * 9 and len(units["untrained"]["similarity"]) == len(res["eps_grid"])
+    assert units["shuffled"]["n_rows"] == 48 * 9 and len(units["untrained"]["curve"]["similarity"]) == len(res["eps_grid"])
     assert "AdamW" in res["recipe"]
     assert len(res["heatmap"]["matrix"]) == 8
     page = (tmp_path / "run" / "report.html").read_text()

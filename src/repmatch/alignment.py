@@ -109,6 +109,17 @@ def _pairs_dict(x, y, v):
     return [{"x": int(i), "y": int(j), "value": float(s)} for i, j, s in zip(x, y, v)]
 
 
+def _pairs_fields(d: dict) -> dict:
+    """The fields of :class:`_UnitPairs` from a ``to_dict`` output (inverse of :func:`_pairs_dict`)."""
+    from ._schema import floats, ints, num
+
+    pairs = d["pairs"]
+    return {"x": ints([p["x"] for p in pairs]), "y": ints([p["y"] for p in pairs]),
+            "values": floats([p["value"] for p in pairs]), "unmatched_x": ints(d["unmatched_x"]),
+            "unmatched_y": ints(d["unmatched_y"]), "n_x": int(d["n_x"]), "n_y": int(d["n_y"]),
+            "measure": str(d["measure"]), "chance": num(d["chance"]), "n_samples": int(d["n_samples"])}
+
+
 @dataclass(frozen=True)
 class _UnitPairs:
     """What semi- and bipartite matching share: pairs of units, their similarities, the leftovers."""
@@ -170,6 +181,13 @@ class SemiMatch(_UnitPairs):
             "unmatched_y": self.unmatched_y.tolist(),
             "n_samples": self.n_samples,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SemiMatch":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind
+
+        return cls(**_pairs_fields(check_kind(d, "semi_match", "SemiMatch")))
 
 
 @dataclass(frozen=True)
@@ -249,7 +267,19 @@ class BipartiteMatch(_UnitPairs):
             "n_samples": self.n_samples,
             "solver": self.solver,
             "optimality_gap": self.optimality_gap,
+            "semi": self.semi.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BipartiteMatch":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, num
+
+        d = check_kind(d, "bipartite_match", "BipartiteMatch")
+        if "semi" not in d:
+            raise ValueError("BipartiteMatch.from_dict: this dict has no 'semi' (written by an older repmatch)")
+        return cls(**_pairs_fields(d), agree=int(d["agree"]), semi=SemiMatch.from_dict(d["semi"]),
+                   solver=str(d.get("solver", "scipy")), optimality_gap=num(d.get("optimality_gap", 0.0)))
 
 
 def _live(sim: Similarity) -> tuple:

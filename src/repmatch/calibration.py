@@ -86,7 +86,19 @@ class RotationBaseline:
                 "excess_semi": self.excess_semi, "excess_bipartite": self.excess_bipartite,
                 "p_semi": self.p_semi, "p_bipartite": self.p_bipartite,
                 "unit_excess_mean": float(self.unit_excess.mean()) if self.unit_excess.size else 0.0,
-                "n_rotations": self.n_rotations}
+                "n_rotations": self.n_rotations, "rotated_semi": self.rotated_semi.tolist(),
+                "rotated_bipartite": self.rotated_bipartite.tolist(), "unit_excess": self.unit_excess.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RotationBaseline":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, floats, num
+
+        d = check_kind(d, "rotation_baseline", "RotationBaseline")
+        if "rotated_semi" not in d:
+            raise ValueError("RotationBaseline.from_dict: this dict has no 'rotated_semi' (written by an older repmatch)")
+        return cls(num(d["semi"]), num(d["bipartite"]), floats(d["rotated_semi"]), floats(d["rotated_bipartite"]),
+                   floats(d["unit_excess"]), int(d["n_rotations"]))
 
 
 def rotate_y(r: Reduction, Q: np.ndarray, live_y: np.ndarray) -> Reduction:
@@ -181,6 +193,17 @@ class HeldoutMatch:
         return {"kind": "heldout_match", "semi": self.semi, "bipartite": self.bipartite,
                 "semi_in_sample": self.semi_in_sample, "bipartite_in_sample": self.bipartite_in_sample,
                 "pair_stability": self.pair_stability, "directions": self.directions}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeldoutMatch":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip; ``None`` reads as NaN)."""
+        from ._schema import check_kind, num
+
+        d = check_kind(d, "heldout_match", "HeldoutMatch")
+        directions = [{k: num(v) if k != "direction" and (v is None or isinstance(v, (int, float))) else v
+                       for k, v in dd.items()} for dd in d["directions"]]
+        return cls(num(d["semi"]), num(d["bipartite"]), num(d["semi_in_sample"]), num(d["bipartite_in_sample"]),
+                   num(d["pair_stability"]), directions)
 
 
 def _as_red(obj, name):

@@ -105,6 +105,19 @@ class ClusterResult:
             "baseline": dict(self.baseline),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClusterResult":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, floats, ints, num
+
+        d = check_kind(d, "clusters", "ClusterResult")
+        return cls(labels_x=ints(d["labels_x"]), labels_y=ints(d["labels_y"]), n_clusters=int(d["n_clusters"]),
+                   method=str(d["method"]), count_x=ints(d["count_x"]), count_y=ints(d["count_y"]),
+                   within=floats(d["within"]), between=floats(d["between"]),
+                   n_pairs_within=ints(d["n_pairs_within"]), n_pairs_between=ints(d["n_pairs_between"]),
+                   within_score=num(d["within_score"]), between_score=num(d["between_score"]),
+                   mixed_share=num(d["mixed_share"]), baseline=dict(d["baseline"]))
+
 
 @dataclass(frozen=True)
 class ClusterSweep:
@@ -134,6 +147,14 @@ class ClusterSweep:
             "mixed_share": self.mixed_share.tolist(),
             "results": [r.to_dict() for r in self.results],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClusterSweep":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, ints
+
+        d = check_kind(d, "cluster_sweep", "ClusterSweep")
+        return cls(ints(d["n_clusters"]), tuple(ClusterResult.from_dict(r) for r in d["results"]))
 
 
 def _affinity(X, Y, measure):

@@ -27,7 +27,7 @@ import numpy as np
 from ._atomic import atomic_savez
 from .reduce import Reduction
 
-__all__ = ["load_activations", "save_reductions", "load_reductions", "is_reduction_file", "atomic_savez"]
+__all__ = ["load_activations", "save_reductions", "load_reductions", "is_reduction_file", "atomic_savez", "load_results"]
 
 _MARKER = "repmatch_reductions"
 #: Format tag of the manifest.json of a directory of chunked activations (``repmatch extract --save``).
@@ -203,3 +203,31 @@ def read_saved_manifest(directory) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != SAVED_FORMAT:
         raise ValueError(f"{path} is not a repmatch activations manifest ({SAVED_FORMAT})")
     return manifest
+
+
+def load_results(run_dir) -> dict:
+    """Read ``run_dir/results.json`` of ``repmatch reproduce`` (or a path to the file itself).
+
+    Every unit in it is a measure's result as ``to_dict()`` (docs/reproduce.md); read one back with
+    its class's ``from_dict``. A file of another format (an older repmatch) is refused, not misread.
+    """
+    from .pipeline.config import RESULTS_FORMAT
+
+    path = os.fspath(run_dir)
+    if os.path.isdir(path):
+        path = os.path.join(path, "results.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no results.json at {path} (write one with `repmatch reproduce --out "
+                                f"{os.path.dirname(path) or '.'}` first)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except ValueError as exc:  # truncated, not JSON, not UTF-8
+        raise ValueError(f"{path} is damaged: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != RESULTS_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        older = (f" (it has format {found!r}, written by another version of repmatch: rerun `repmatch reproduce` "
+                 "with the same --out to recompute it)") if isinstance(found, str) and found.startswith(
+                     "repmatch-reproduce-") else ""
+        raise ValueError(f"{path} is not a repmatch reproduce results file (format {RESULTS_FORMAT}){older}")
+    return doc

@@ -231,6 +231,18 @@ class LayerIdResult:
                 "larger_is_more_similar": {m: MEASURES[m][1] for m in self.accuracy},
                 "matrices": {m: [np.asarray(M).tolist() for M in Ms] for m, Ms in self.matrices.items()}}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LayerIdResult":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, floats, num
+
+        d = check_kind(d, "layer_identification", "LayerIdResult")
+        n = len(d["layers"])
+        return cls(accuracy={m: num(a) for m, a in d["accuracy"].items()},
+                   per_layer={m: [num(x) for x in v] for m, v in d["per_layer"].items()}, layers=list(d["layers"]),
+                   n_networks=int(d["n_networks"]), n_rows=int(d["n_rows"]), pairs=[tuple(p) for p in d["pairs"]],
+                   matrices={m: [floats(M, shape=(n, n)) for M in Ms] for m, Ms in d["matrices"].items()})
+
     def table(self) -> str:
         """A plain-text table: measure, accuracy, published figure, per-layer accuracies."""
         head = f"{'measure':<17} {'accuracy':>8}  {'Kornblith et al.':>16}  per layer ({', '.join(self.layers)})"
@@ -315,7 +327,8 @@ def run_benchmark(dataset: str = "digits", seeds=5, *, arch: str = "smallcnn", e
     from . import activations as act
     from .nets import BatchLoader, load_checkpoint, load_dataset, train_seeds
     from .nets.datasets import _canonical
-    from .reproduce import _canonical_arch, _finished
+    from .pipeline.config import _canonical_arch
+    from .pipeline.train import finished as _finished
 
     say = say or (lambda msg: None)
     arch = _canonical_arch(arch)

@@ -156,7 +156,17 @@ class PermutationResult:
             "p_value": self.p_value,
             "alternative": self.alternative,
             "n_permutations": self.n_permutations,
+            "null": self.null.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PermutationResult":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip; ``None`` reads as NaN)."""
+        from ._schema import check_kind, floats, num
+
+        d = check_kind(d, "permutation_test", "PermutationResult")
+        return cls(str(d["statistic"]), num(d["observed"]), floats(d["null"]), num(d["p_value"]),
+                   str(d["alternative"]), int(d["n_permutations"]))
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,19 @@ class BootstrapResult:
             "n_boot": self.n_boot,
             "resampled": "rows" if self.n_groups is None else f"{self.n_groups} groups",
             "n_undefined": self.n_undefined,
+            "n_groups": self.n_groups,
+            "samples": self.samples.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BootstrapResult":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip; ``None`` reads as NaN)."""
+        from ._schema import check_kind, floats, num
+
+        d = check_kind(d, "bootstrap_ci", "BootstrapResult")
+        return cls(str(d["statistic"]), num(d["observed"]), num(d["low"]), num(d["high"]), num(d["level"]),
+                   floats(d["samples"]), int(d["n_boot"]), None if d.get("n_groups") is None else int(d["n_groups"]),
+                   int(d.get("n_undefined", 0)))
 
 
 def _resolve(stat, what):
@@ -311,7 +333,18 @@ class CurveNull:
             "p_value": self.p_value.tolist(),
             "alternative": "greater",
             "n_permutations": self.n_permutations,
+            "null": self.null.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CurveNull":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip; ``None`` reads as NaN)."""
+        from ._schema import check_kind, floats
+
+        d = check_kind(d, "permutation_test", "CurveNull")
+        eps = floats(d["eps"])
+        return cls(eps, floats(d["observed"]), floats(d["null"], shape=(int(d["n_permutations"]), eps.size)),
+                   floats(d["p_value"]), int(d["n_permutations"]))
 
 
 def similarity_curve_null(X, Y=None, *, eps, n_permutations: int = 99, method: str = "gram", rng=None) -> CurveNull:

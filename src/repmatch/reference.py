@@ -127,6 +127,18 @@ class Score:
             out[k] = v.tolist() if isinstance(v, np.ndarray) else v
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Score":
+        """The inverse of :meth:`to_dict`: every other key is a detail (lists of numbers read back as arrays)."""
+        from ._schema import floats, num
+
+        if not isinstance(d, dict) or "name" not in d or "value" not in d:
+            raise ValueError("Score.from_dict needs the dict of Score.to_dict() (with 'name' and 'value')")
+        core = ("name", "value", "larger_is_more_similar", "n_samples")
+        details = {k: floats(v) if isinstance(v, list) and all(x is None or isinstance(x, (int, float)) for x in v)
+                   and not all(isinstance(x, bool) for x in v) else v for k, v in d.items() if k not in core}
+        return cls(str(d["name"]), num(d["value"]), bool(d["larger_is_more_similar"]), int(d["n_samples"]), details)
+
 
 def _score(name, value, n, **details) -> Score:
     return Score(name, float(value), REFERENCE_MEASURES[name].larger_is_more_similar, int(n), details)

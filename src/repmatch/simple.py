@@ -208,13 +208,34 @@ class SimpleMatches:
             "not_minimal_for": [[side, int(i)] for side, i in self.not_minimal_for],
             "maximum_match": self.maximum.to_dict(),
             "matches": [
-                {"x": [int(i) for i in m.x], "y": [int(j) for j in m.y], "found_for": [[s, int(i)] for s, i in f]}
+                {"x": [int(i) for i in m.x], "y": [int(j) for j in m.y], "found_for": [[s, int(i)] for s, i in f],
+                 **({"uncertain_x": [int(i) for i in m.uncertain_x], "uncertain_y": [int(j) for j in m.uncertain_y]}
+                    if not m.certified else {})}
                 for m, f in zip(self.matches, self.found_for)
             ],
             "size_distribution": [
                 {"size_x": int(a), "size_y": int(b), "count": int(c)} for (a, b), c in self.size_distribution().items()
             ],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimpleMatches":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip). Every match shares the
+        maximum match's ε, layer sizes, dead neurons and tolerances, so only its columns are stored."""
+        import dataclasses
+
+        from ._schema import ints
+
+        if not isinstance(d, dict) or "maximum_match" not in d:
+            raise ValueError("SimpleMatches.from_dict needs the dict of SimpleMatches.to_dict()")
+        maximum = Match.from_dict(d["maximum_match"])
+        matches = [dataclasses.replace(maximum, x=ints(m["x"]), y=ints(m["y"]),
+                                       uncertain_x=ints(m.get("uncertain_x", [])),
+                                       uncertain_y=ints(m.get("uncertain_y", []))) for m in d["matches"]]
+        found = [[(s, int(i)) for s, i in m["found_for"]] for m in d["matches"]]
+        return cls(matches=matches, found_for=found, maximum=maximum, eps=float(d["eps"]),
+                   restarts=int(d["restarts"]), exhaustive=bool(d["exhaustive"]),
+                   not_minimal_for=[(s, int(i)) for s, i in d.get("not_minimal_for", [])])
 
 
 def simple_matches(

@@ -120,12 +120,35 @@ class SoftMatch:
         scale = P.shape[0]
         return [{int(j): float(P[i, j] * scale) for j in np.flatnonzero(P[i] > 0)} for i in range(P.shape[0])]
 
-    def to_dict(self) -> dict:
-        return {"kind": "soft_match", "distance": self.distance, "mean_correlation": self.mean_correlation,
-                "n_x": self.n_x, "n_y": self.n_y, "n_samples": self.n_samples,
-                "constant_x": np.flatnonzero(self.constant_x).tolist(),
-                "constant_y": np.flatnonzero(self.constant_y).tolist(), "standardize": self.standardize,
-                "solver": self.solver, "larger_is_more_similar": False}
+    def to_dict(self, *, arrays: bool = True) -> dict:
+        """A JSON-ready dict; ``arrays=False`` leaves out the (n_x, n_y) plan and costs."""
+        out = {"kind": "soft_match", "distance": self.distance, "mean_correlation": self.mean_correlation,
+               "n_x": self.n_x, "n_y": self.n_y, "n_samples": self.n_samples,
+               "constant_x": np.flatnonzero(self.constant_x).tolist(),
+               "constant_y": np.flatnonzero(self.constant_y).tolist(), "standardize": self.standardize,
+               "solver": self.solver, "larger_is_more_similar": False}
+        if arrays and self.plan is not None and self.costs is not None:
+            i, j = np.nonzero(self.plan)  # an optimal plan has at most n_x + n_y - 1 non-zeros
+            out["plan"] = {"i": i.tolist(), "j": j.tolist(), "value": self.plan[i, j].tolist()}
+            out["costs"] = np.asarray(self.costs).tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SoftMatch":
+        """The inverse of :meth:`to_dict`; ``plan`` and ``costs`` are None when it was written with
+        ``arrays=False``."""
+        from ._schema import bools, check_kind, floats, ints, num
+
+        d = check_kind(d, "soft_match", "SoftMatch")
+        nx, ny = int(d["n_x"]), int(d["n_y"])
+        plan = costs = None
+        if "plan" in d:
+            plan = np.zeros((nx, ny))
+            plan[ints(d["plan"]["i"]), ints(d["plan"]["j"])] = floats(d["plan"]["value"])
+            costs = floats(d["costs"], shape=(nx, ny))
+        return cls(distance=num(d["distance"]), plan=plan, mean_correlation=num(d["mean_correlation"]), costs=costs,
+                   n_x=nx, n_y=ny, n_samples=int(d["n_samples"]), constant_x=bools(d["constant_x"], nx),
+                   constant_y=bools(d["constant_y"], ny), standardize=bool(d["standardize"]), solver=str(d["solver"]))
 
 
 def transport_costs(X, Y=None, *, standardize: bool = True) -> tuple:

@@ -272,8 +272,11 @@ class SparsePath:
         best[A.max(axis=0) == 0] = -1
         return best
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, arrays: bool = True) -> dict:
+        """A JSON-ready dict; ``arrays=False`` leaves out the (n_alphas, n_inputs, n_targets) weights."""
         return {
+            **({"weights": self.weights.tolist(), "weights_shape": list(self.weights.shape)} if arrays else {}),
+            "n_iter": np.asarray(self.n_iter).tolist(),
             "kind": "sparse_prediction",
             "direction": self.direction,
             "alphas": self.alphas.tolist(),
@@ -282,7 +285,7 @@ class SparsePath:
             "median_nonzero": (np.median(self.n_nonzero, axis=1).tolist() if self.n_nonzero.shape[1] else [0.0] * self.alphas.size),
             "n_nonzero": self.n_nonzero.tolist(),
             "fvu": self.fvu.tolist(),
-            "n_inputs": int(self.weights.shape[1]),
+            "n_inputs": int(self.weights.shape[1]) if self.weights is not None else int(self.__dict__["_n_inputs"]),
             "targets": self.targets.tolist(),
             "constant_inputs": self.constant_inputs.tolist(),
             "constant_targets": self.constant_targets.tolist(),
@@ -291,6 +294,26 @@ class SparsePath:
             "n_test": self.n_test,
             "converged": self.converged.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SparsePath":
+        """The inverse of :meth:`to_dict`; ``weights`` is None when it was written with ``arrays=False``."""
+        from ._schema import check_kind, floats, ints
+
+        d = check_kind(d, "sparse_prediction", "SparsePath")
+        n_alphas = len(d["alphas"])
+        n_t = len(d["targets"])
+        out = cls(direction=str(d["direction"]), alphas=floats(d["alphas"]),
+                   weights=floats(d["weights"], shape=tuple(d["weights_shape"])) if "weights" in d else None,
+                   targets=ints(d["targets"]), fvu=floats(d["fvu"], shape=(n_alphas, n_t)),
+                   n_nonzero=np.asarray(d["n_nonzero"], dtype=np.intp).reshape(n_alphas, n_t),
+                   constant_inputs=ints(d["constant_inputs"]), constant_targets=ints(d["constant_targets"]),
+                   held_out=bool(d["held_out"]), n_train=int(d["n_train"]), n_test=int(d["n_test"]),
+                   n_iter=np.asarray(d["n_iter"], dtype=int).reshape(np.shape(d["n_iter"])),
+                   converged=np.asarray(d["converged"], dtype=bool).reshape(np.shape(d["converged"])))
+        if out.weights is None:  # written with arrays=False: keep the input count the weights would give
+            object.__setattr__(out, "_n_inputs", int(d["n_inputs"]))
+        return out
 
 
 @dataclass(frozen=True)
@@ -309,14 +332,25 @@ class SparsePrediction:
     y_to_x: SparsePath | None
     mutual_pairs: tuple
 
-    def to_dict(self) -> dict:
+    def to_dict(self, *, arrays: bool = True) -> dict:
+        """A JSON-ready dict; ``arrays=False`` leaves out the paths' weights."""
         return {
             "kind": "sparse_prediction",
             "alphas": self.alphas.tolist(),
-            "x_to_y": None if self.x_to_y is None else self.x_to_y.to_dict(),
-            "y_to_x": None if self.y_to_x is None else self.y_to_x.to_dict(),
+            "x_to_y": None if self.x_to_y is None else self.x_to_y.to_dict(arrays=arrays),
+            "y_to_x": None if self.y_to_x is None else self.y_to_x.to_dict(arrays=arrays),
             "mutual_pairs": [[list(map(int, p)) for p in pairs] for pairs in self.mutual_pairs],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SparsePrediction":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, floats
+
+        d = check_kind(d, "sparse_prediction", "SparsePrediction")
+        path = lambda p: None if p is None else SparsePath.from_dict(p)  # noqa: E731
+        return cls(floats(d["alphas"]), path(d["x_to_y"]), path(d["y_to_x"]),
+                   tuple(tuple(tuple(int(i) for i in p) for p in pairs) for pairs in d["mutual_pairs"]))
 
 
 def _moments(r: Reduction):

@@ -101,7 +101,25 @@ class CorrelationStats:
             "constant_x": np.flatnonzero(self.constant_x).tolist(),
             "constant_y": np.flatnonzero(self.constant_y).tolist(),
             "mean_between": float(self.between.mean()),
+            "within_x": self.within_x.tolist(),
+            "within_y": self.within_y.tolist(),
+            "mean_x": self.mean_x.tolist(),
+            "mean_y": self.mean_y.tolist(),
+            "std_x": self.std_x.tolist(),
+            "std_y": self.std_y.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CorrelationStats":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import bools, check_kind, floats
+
+        d = check_kind(d, "correlation_stats", "CorrelationStats")
+        nx, ny = int(d["n_x"]), int(d["n_y"])
+        return cls(between=floats(d["between"], shape=(nx, ny)), within_x=floats(d["within_x"], shape=(nx, nx)),
+                   within_y=floats(d["within_y"], shape=(ny, ny)), constant_x=bools(d["constant_x"], nx),
+                   constant_y=bools(d["constant_y"], ny), mean_x=floats(d["mean_x"]), mean_y=floats(d["mean_y"]),
+                   std_x=floats(d["std_x"]), std_y=floats(d["std_y"]), n_samples=int(d["n_samples"]))
 
 
 def as_reduction(X, Y=None, *, measure: str = "this measure") -> Reduction:

@@ -173,6 +173,17 @@ class Match:
             "uncertain_y": [int(j) for j in self.uncertain_y],
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Match":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip)."""
+        from ._schema import check_kind, ints, num
+
+        d = check_kind(d, "match", "Match")
+        return cls(x=ints(d["x"]), y=ints(d["y"]), eps=num(d["eps"]), n_x=int(d["n_x"]), n_y=int(d["n_y"]),
+                   dead_x=ints(d["dead_x"]), dead_y=ints(d["dead_y"]), tol=num(d["tol"]),
+                   n_samples=int(d.get("n_samples", 0)), uncertain_x=ints(d.get("uncertain_x", [])),
+                   uncertain_y=ints(d.get("uncertain_y", [])), rank_tol=num(d.get("rank_tol", RANK_TOL)))
+
     def __repr__(self) -> str:
         unc = "" if self.certified else f", uncertain={len(self.uncertain_x)}+{len(self.uncertain_y)}"
         return (
@@ -244,6 +255,19 @@ class SimilarityCurve:
             "uncertain_x": self.uncertain_x.tolist(),
             "uncertain_y": self.uncertain_y.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimilarityCurve":
+        """The inverse of :meth:`to_dict` (also after a JSON round trip; ``None`` reads as NaN)."""
+        from ._schema import check_kind, floats, ints, num
+
+        d = check_kind(d, "similarity_curve", "SimilarityCurve")
+        return cls(eps=floats(d["eps"]), similarity=floats(d["similarity"]), size_x=ints(d["size_x"]),
+                   size_y=ints(d["size_y"]), n_x=int(d["n_x"]), n_y=int(d["n_y"]), dead_x=ints(d["dead_x"]),
+                   dead_y=ints(d["dead_y"]), max_epsilon=num(d["max_epsilon"]), tol=num(d["tol"]),
+                   n_samples=int(d.get("n_samples", 0)), uncertain_x=ints(d["uncertain_x"]) if "uncertain_x" in d
+                   else None, uncertain_y=ints(d["uncertain_y"]) if "uncertain_y" in d else None,
+                   max_epsilon_bound=num(d.get("max_epsilon_bound", 0.0)), rank_tol=num(d.get("rank_tol", RANK_TOL)))
 
 
 # ---------------------------------------------------------------------------- geometry

@@ -50,7 +50,7 @@ def check_shape(doc: dict, path: str) -> None:
 def run(args) -> int:
     from .._rundir import RunLock
     from ..report.build import build_report
-    from ..reproduce import load_results
+    from ..io import load_results
 
     path = os.path.join(args.run_dir, "results.json")
     doc = load_results(args.run_dir)

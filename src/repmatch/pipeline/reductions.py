@@ -1,0 +1,205 @@
+"""Stage: reductions and in-memory samples, the only stage that runs the networks on the inputs
+(besides the heatmap's pooled extraction).
+
+* :func:`reduce_networks` — THE call to the networks for reductions: given the networks
+  (``models``, a dict ``{network id: module}``), the pairs of ids needed and the range of inputs
+  (``loader(lo, hi)``), one streamed :class:`repmatch.Reduction` per pair and layer;
+* :func:`sample_networks` — the in-memory rows of the shuffled null, for the same inputs
+  (:func:`sample_rows`: up to ``k`` positions of every image, the same for both networks);
+* :class:`Resources` — both, cached on disk (``.npz``, keys of :class:`repmatch.pipeline.cache.Keys`)
+  and in memory for the pair being computed.
+
+A network id is a seed (a trained network) or ``("untrained", b)`` (the null network that stands in
+for seed ``b``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .. import _rundir
+from .._atomic import atomic_savez
+from .cache import digest
+from .config import UNTRAINED_SEED_OFFSET
+from .train import say
+
+__all__ = ["reduce_networks", "sample_networks", "sample_rows", "Resources"]
+
+
+def reduce_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, *, conv_mode="positions",
+                    device="cpu", progress=False) -> dict:
+    """``{(id_a, id_b): {layer: Reduction}}`` of every pair in ``pairs`` on inputs ``lo..hi``.
+
+    Parameters
+    ----------
+    models : dict
+        Network id -> torch module (in eval mode, on ``device``).
+    pairs : sequence of (id, id)
+        The pairs needed.
+    loader : callable
+        ``loader(lo, hi)`` iterates the batches of inputs ``lo..hi`` in a fixed order.
+    lo, hi : int
+        The range of inputs.
+    layer_names : list of str
+    conv_mode, device, progress
+        As in :func:`repmatch.activations.reduce_pair`.
+    """
+    from .. import activations
+
+    out = {}
+    for a, b in pairs:
+        out[(a, b)] = activations.reduce_pair(models[a], models[b], loader(lo, hi), layer_names, conv_mode=conv_mode,
+                                              device=device, progress=progress)
+    return out
+
+
+def sample_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, *, rows_per_image: int, seed=0,
+                    device="cpu") -> dict:
+    """``{(id_a, id_b): {layer: (X, Y, groups)}}``: the in-memory sample of every pair (:func:`sample_rows`)."""
+    return {(a, b): sample_rows(models[a], models[b], loader(lo, hi), layer_names, rows_per_image=rows_per_image,
+                                seed=seed, device=device) for a, b in pairs}
+
+
+def sample_rows(model_a, model_b, batches, layer_names, *, rows_per_image: int, seed: int = 0, device=None):
+    """In-memory rows of both networks: up to ``rows_per_image`` positions of every image.
+
+    ``batches`` yields ``(inputs, ...)`` batches in a fixed order. For every conv layer,
+    ``min(rows_per_image, positions)`` positions of each image are drawn without replacement
+    (seeded by ``seed``, the layer and the image, the same positions for both networks); fully
+    connected layers give one row per image. Returns ``{layer: (X, Y, groups)}`` with float64 rows
+    and the image index of every row.
+    """
+    from .. import activations
+
+    k = max(1, int(rows_per_image))
+    parts = {name: ([], [], []) for name in layer_names}
+    first = 0
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        xa = activations.extract(model_a, [x], layer_names, conv_mode="positions", device=device)
+        xb = activations.extract(model_b, [x], layer_names, conv_mode="positions", device=device)
+        n_img = int(x.shape[0])
+        for li, name in enumerate(layer_names):
+            A, B = xa[name], xb[name]
+            per = A.shape[0] // n_img  # positions per image (1 for fully connected layers)
+            take = min(k, per)
+            rows = []
+            for i in range(n_img):
+                g = np.random.default_rng([seed, li, first + i])
+                pos = np.sort(g.choice(per, size=take, replace=False)) if take < per else np.arange(per)
+                rows.append(i * per + pos)
+            idx = np.concatenate(rows)
+            parts[name][0].append(A[idx].astype(np.float64))
+            parts[name][1].append(B[idx].astype(np.float64))
+            parts[name][2].append(np.repeat(np.arange(first, first + n_img), take))
+        first += n_img
+    return {name: tuple(np.concatenate(p) for p in parts[name]) for name in layer_names}
+
+
+class Resources:
+    """Reductions (two halves of the inputs, merged for the full set) and samples, computed when first
+    needed, cached on disk, and kept in memory until :meth:`free`."""
+
+    def __init__(self, cfg, nets, inputs, cache, keys, pairs=None):
+        self.cfg, self.nets, self.inputs, self.cache, self.keys = cfg, nets, inputs, cache, keys
+        self.pairs = list(pairs) if pairs is not None else []  # every pair of the run
+        self.memo: dict = {}
+        self.inner_progress = False
+
+    def _file(self, a, b, null, part) -> tuple:
+        """(cache name, .npz path) of the reductions of (a, b) (or its null) on half ``part``."""
+        name = f"reductions-{'untrained' if null else 'trained'}-{a}-{b}-half{part}"
+        return name, self.cache.npz_path(name, digest(self.keys.reductions(a, b, null)))
+
+    def _reduce_missing(self, a, b, null, part, lo, hi) -> dict:
+        """Reduce, in one call of :func:`reduce_networks`, the pair (a, b) and every other pair of the run
+        (same kind: trained or null) whose file for this half is missing; save them all; return (a, b)'s.
+
+        Every network then runs once per batch for all its pairs when :func:`reduce_networks` shares
+        the forward passes."""
+        from ..io import save_reductions
+
+        cfg, cache, inp = self.cfg, self.cache, self.inputs
+        todo = [(a, b)] + [(x, y) for x, y in self.pairs if (x, y) != (a, b)
+                           and not os.path.exists(self._file(x, y, null, part)[1])]
+        cache.need(f"{os.path.basename(self._file(a, b, null, part)[1])} is not cached")
+        kind = "untrained " if null else "seed "
+        say(cfg, f"reducing {', '.join(f'seed {x} vs {kind}{y}' for x, y in todo)}, test images {lo}..{hi}")
+        models = {x: self.nets.models[x] for x, _ in todo}
+        ids = {}
+        for x, y in todo:
+            ids[(x, y)] = ("untrained", y) if null else y
+            models.setdefault(ids[(x, y)], self.untrained(y) if null else self.nets.models[y])
+        t0 = time.perf_counter()
+        got = reduce_networks(models, [(x, ids[(x, y)]) for x, y in todo], inp.loader, lo, hi, inp.layer_names,
+                              conv_mode=cfg.conv_mode, device=cfg.device, progress=self.inner_progress)
+        cache.seconds["reduce"] = cache.seconds.get("reduce", 0.0) + time.perf_counter() - t0
+        out = None
+        for x, y in todo:
+            # The rows are reduced where the networks run (on a GPU with --device cuda); the
+            # measures are solved on host copies (O(n^2) numbers), the same whether the
+            # reductions were just computed or read back from the cache. LAPACK's pivoted
+            # Cholesky beats a loop of small device kernels on layers of a few hundred units.
+            reds = {k: r if r.device is None else r.to(None) for k, r in got[(x, ids[(x, y)])].items()}
+            name, path = self._file(x, y, null, part)
+            save_reductions(path, reds, metadata=self.keys.reductions(x, y, null))
+            cache.computed.append(name)
+            if (x, y) == (a, b):
+                out = reds
+        return out
+
+    def untrained(self, b: int):
+        from ..nets import build_model
+
+        model = build_model(seed=UNTRAINED_SEED_OFFSET + b, **self.nets.info0["model_kwargs"]).to(self.cfg.device)
+        return model.eval()
+
+    def reductions(self, a: int, b: int, null: bool) -> tuple:
+        """``(full, half0, half1)``: ``{layer: Reduction}`` of seed a against seed b (or its untrained null)."""
+        key = ("red", a, b, null)
+        if key in self.memo:
+            return self.memo[key]
+        inp = self.inputs
+        halves = []
+        for part, (lo, hi) in enumerate(((0, inp.half), (inp.half, inp.n))):
+            name, path = self._file(a, b, null, part)
+            # a damaged file (truncated, CRC error, missing layers) is a miss, with a warning
+            reds = _rundir.load_cached_reductions(path, inp.layer_names) if os.path.exists(path) else None
+            if reds is not None:
+                self.cache.reused.append(name)
+            else:
+                reds = self._reduce_missing(a, b, null, part, lo, hi)
+            halves.append(reds)
+        full = {k: halves[0][k].merge(halves[1][k]) for k in inp.layer_names}
+        self.memo[key] = (full, halves[0], halves[1])
+        return self.memo[key]
+
+    def sample(self, a: int, b: int) -> dict:
+        """``{layer: (X, Y, groups)}``: up to ``k_rows`` positions of every input (groups = input index)."""
+        key = ("sample", a, b)
+        if key in self.memo:
+            return self.memo[key]
+        cfg, cache, inp = self.cfg, self.cache, self.inputs
+        path = cache.npz_path(f"sample-{a}-{b}", digest(self.keys.sample(a, b)))
+        arrs = _rundir.load_cached_sample(path, inp.layer_names, groups=True) if os.path.exists(path) else None
+        if arrs is not None:
+            cache.reused.append(f"sample-{a}-{b}")
+        else:
+            cache.need(f"{os.path.basename(path)} is not cached")
+            say(cfg, f"sampling rows of seeds {a} and {b} ({inp.k_rows} position(s) per input) for the shuffled null")
+            arrs = sample_networks(self.nets.models, [(a, b)], inp.loader, 0, inp.n, inp.layer_names,
+                                   rows_per_image=inp.k_rows, seed=0, device=cfg.device)[(a, b)]
+            # float32 on disk loses nothing: the activations come from float32 forward passes.
+            atomic_savez(path, **{f"{i}_{s}": (arrs[layer][j].astype(np.float32) if j < 2 else arrs[layer][j])
+                                  for i, layer in enumerate(inp.layer_names) for j, s in enumerate("xyg")})
+            cache.computed.append(f"sample-{a}-{b}")
+        self.memo[key] = arrs
+        return arrs
+
+    def free(self, a: int, b: int) -> None:
+        """Drop the pair's reductions and samples from memory."""
+        for k in [k for k in self.memo if k[1:3] == (a, b)]:
+            del self.memo[k]

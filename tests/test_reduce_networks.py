@@ -227,6 +227,8 @@ def test_bad_arguments_name_what_is_wrong():
         reduce_networks(models, data, None, {0: "features.1", 1: "classifier.1"}, layer_pairs="all")
     with pytest.raises(ValueError, match="input_fn: \\['z'\\] are not networks"):
         reduce_networks(models, data, input_fn={"z": lambda b: b[0]})
+    with pytest.raises(ValueError, match=r"layers: \['q'\] are not networks"):
+        reduce_networks(models, data, layers={"q": "ReLU"})
     with pytest.raises(ValueError, match="loader yielded no batches"):
         reduce_networks(models, [])
     assert sum(len(m._forward_hooks) for mm in models.values() for m in mm.modules()) == 0

@@ -799,12 +799,13 @@ class _RowSampler:
         self.rows = {net: {name: [] for name in layer_names} for net in networks}
         self.groups = {name: [] for name in layer_names}
         self._batch_groups: dict = {}
+        self._batch_index: dict = {}
         self._draws: dict = {}
         self._first = self.first_image
 
     def begin_batch(self, first: int) -> None:
         self._first = self.first_image + int(first)
-        self._draws, self._batch_groups = {}, {}
+        self._draws, self._batch_groups, self._batch_index = {}, {}, {}
 
     def _positions(self, li: int, image: int, per: int) -> np.ndarray:
         key = (li, image, per)
@@ -830,15 +831,19 @@ class _RowSampler:
         else:
             valid = [None] * b
             per = int(np.prod(out.shape[2:], dtype=np.int64)) if out.dim() > 2 else 1
-        img, pos = [], []
-        for m in range(b):
-            p = self._positions(li, self._first + m, per if valid[m] is None else len(valid[m]))
-            pos.append(p if valid[m] is None else valid[m][p])
-            img.append(np.full(len(p), m, dtype=np.int64))
-        img, pos = np.concatenate(img), np.concatenate(pos)
-        groups = img + self._first
-        gi = torch.as_tensor(img, device=out.device)
-        gp = torch.as_tensor(pos, device=out.device)
+        # the same (layer, rows per input) in every network of the batch: index tensors built once
+        key = (li, b, per) if valid[0] is None else (li, b, tuple(tuple(v) for v in valid))
+        hit = self._batch_index.get(key)
+        if hit is None or hit[0].device != out.device:
+            img, pos = [], []
+            for m in range(b):
+                p = self._positions(li, self._first + m, per if valid[m] is None else len(valid[m]))
+                pos.append(p if valid[m] is None else valid[m][p])
+                img.append(np.full(len(p), m, dtype=np.int64))
+            img, pos = np.concatenate(img), np.concatenate(pos)
+            hit = (torch.as_tensor(img, device=out.device), torch.as_tensor(pos, device=out.device), img + self._first)
+            self._batch_index[key] = hit
+        gi, gp, groups = hit
         if layout == "sequence":
             picked = out[gi, gp]
         else:
@@ -1050,7 +1055,8 @@ def reduce_networks(models, loader, pairs=None, layers=None, *, layer_pairs="sam
         ``(models[i], models[j])`` with i < j, in the order of ``models``. ``[]``: none (only a
         row sample). Networks in no pair and not in ``rows_networks`` are not run.
     layers : layer specification or {name: specification}, optional
-        As in :func:`resolve_layers`, for every network or per network. Default: every ReLU.
+        As in :func:`resolve_layers`, for every network or per network (a network missing from the
+        dict gets the default). Default: every ReLU.
     layer_pairs : {"same", "all"} or list of (layer_a, layer_b)
         Which layers of a network pair are reduced together: ``pairs`` of :func:`reduce_pair`.
     conv_mode, seq_mode, layout, output_key, mask, device, sample_seed
@@ -1130,7 +1136,11 @@ def reduce_networks(models, loader, pairs=None, layers=None, *, layer_pairs="sam
         rows_networks = []
     if not pairs and not rows_networks:
         raise ValueError("nothing to do: pairs is empty and no row sample was asked for (rows_per_image=)")
-    if isinstance(layers, dict) and all(k in named for k in layers):
+    if isinstance(layers, dict):
+        unknown = [k for k in layers if k not in named]
+        if unknown:
+            raise ValueError(f"layers: {unknown} are not networks of models ({list(named)}); give one layer "
+                             "specification for every network or {name: specification}")
         spec = dict(layers)
     else:
         spec = {name: layers for name in named}

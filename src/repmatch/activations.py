@@ -2,7 +2,9 @@
 
 Data flow (shared/spec/house.md): model + data loader -> activations (hooks, conv mode) ->
 reductions. Nothing here computes a measure; :func:`reduce_pair` returns ``{layer: Reduction}``
-that every measure reads.
+that every measure reads. :func:`reduce_networks` does it for many networks and pairs in one pass
+(each network runs once per batch, whatever the number of pairs it is in), optionally keeping the
+shuffled null's per-input row sample from the same pass; :func:`reduce_pair` is its two-network case.
 
 Layers
     Chosen by module name (``"features.3"``, ``"layer2.1.relu2"``), by integer index into the list

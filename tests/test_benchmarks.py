@@ -59,3 +59,11 @@ def test_bench_transformer_quick():
             assert f"[{arch}] extraction + reductions [{mode:>17}]" in out
         assert f"[{arch}] check: streamed reduction" in out
     assert out.count("x median of") == 6 and "target <= 1.5x" in out
+
+
+def test_bench_kseeds_quick():
+    pytest.importorskip("torch")
+    out = run("bench_kseeds.py", "--quick")
+    for work in ("pairs", "stage"):
+        line = next(line for line in out.splitlines() if line.startswith(f"K=3 {work}"))
+        assert "forward passes" in line and "ratio" in line and "results identical: True" in line

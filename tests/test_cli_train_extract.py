@@ -104,3 +104,40 @@ def test_extract_errors(runs, tmp_path, capsys):
     torch.save({"model": {}}, tmp_path / "bogus.pt")
     assert main(["extract", "--checkpoint", str(tmp_path / "bogus.pt"), "--checkpoint", a, "--out", "r.npz"]) == 2
     assert "not a repmatch training checkpoint" in capsys.readouterr().err
+
+
+def test_extract_three_checkpoints_writes_every_pair_from_one_pass(runs, tmp_path, capsys):
+    import os
+
+    a, b = str(runs / "seed0" / "best.pt"), str(runs / "seed1" / "best.pt")
+    layers = ["--layers", "features.3", "classifier.1", "--n-images", "100", "--quiet"]
+    out = tmp_path / "pairs"
+    assert main(["extract", "--checkpoint", a, "--checkpoint", b, "--checkpoint", a, *layers, "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["0-1.npz", "0-2.npz", "1-2.npz", "pairs.json"]
+    assert json.loads((out / "pairs.json").read_text())["pairs"] == ["0-1.npz", "0-2.npz", "1-2.npz"]
+    assert main(["extract", "--checkpoint", a, "--checkpoint", b, *layers, "--out", str(tmp_path / "ab.npz")]) == 0
+    ref, _ = rio.load_reductions(tmp_path / "ab.npz")
+    for name, (x, y) in {"0-1.npz": (a, b), "1-2.npz": (b, a)}.items():
+        got, meta = rio.load_reductions(out / name)
+        assert meta["checkpoints"] == [os.path.abspath(x), os.path.abspath(y)] and len(meta["seeds"]) == 2
+        assert list(got) == list(ref)
+        for key in ref:  # the same numbers as the two-checkpoint extraction (B and A swapped for 1-2)
+            assert got[key].n_samples == ref[key].n_samples == (100 * 64 if key == "features.3" else 100)
+            if name == "0-1.npz":
+                assert np.array_equal(got[key].comoment, ref[key].comoment)
+            else:
+                n = ref[key].n_x
+                swap = np.r_[n:2 * n, 0:n]
+                assert np.allclose(got[key].comoment, ref[key].comoment[np.ix_(swap, swap)], rtol=1e-10, atol=1e-12)
+    capsys.readouterr()
+    assert main(["compare", str(out / "0-2.npz"), "--eps", "0.3"]) == 0  # a network against itself
+    assert "layer classifier.1" in capsys.readouterr().out
+    assert main(["extract", "--checkpoint", a, "--checkpoint", b, "--checkpoint", a, "--save", str(tmp_path / "s"),
+                 "--out", str(out)]) == 2
+    assert "only --out DIR" in capsys.readouterr().err
+    assert main(["extract", "--checkpoint", a, "--checkpoint", b, "--checkpoint", a]) == 2
+    assert "give --out DIR" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(["extract", "--checkpoint", a, "--checkpoint", b, "--checkpoint", a, "--out",
+                 str(tmp_path / "file")]) == 2
+    assert "is a file, expected a directory" in capsys.readouterr().err

@@ -2,7 +2,9 @@
 
 Data flow (shared/spec/house.md): model + data loader -> activations (hooks, conv mode) ->
 reductions. Nothing here computes a measure; :func:`reduce_pair` returns ``{layer: Reduction}``
-that every measure reads.
+that every measure reads. :func:`reduce_networks` does it for many networks and pairs in one pass
+(each network runs once per batch, whatever the number of pairs it is in), optionally keeping the
+shuffled null's per-input row sample from the same pass; :func:`reduce_pair` is its two-network case.
 
 Layers
     Chosen by module name (``"features.3"``, ``"layer2.1.relu2"``), by integer index into the list
@@ -62,6 +64,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import io
+import itertools
 import os
 import tempfile
 import zipfile
@@ -94,6 +97,8 @@ __all__ = [
     "extract",
     "stream_pair",
     "reduce_pair",
+    "reduce_networks",
+    "NetworkReductions",
     "pair_key",
     "load_saved_activations",
     "saved_to_npz",
@@ -309,6 +314,8 @@ class LayerRecorder(contextlib.AbstractContextManager):
         self.draw = None
         self.seq_draw = None
         self.mask = None
+        self.rows = None  # a _RowSampler: each hook also keeps sampled rows of its layer (reduce_networks)
+        self.row_out: dict = {}
         self._handles: list = []
         self._trace_handles: list = []
         self._trace: list = []
@@ -359,6 +366,8 @@ class LayerRecorder(contextlib.AbstractContextManager):
                 if name not in self.layouts:
                     self.layouts[name] = {"layout": layout, "reason": f"{out.dim()}-D output",
                                           "type": type(module).__name__, "shape": [int(d) for d in out.shape[1:]]}
+            if self.rows is not None:  # a copy, taken before later in-place operations can touch the output
+                self.row_out[name] = self.rows.take(name, out, layout, self.mask)
             if layout == "sequence":
                 t = apply_seq_mode(out, self.seq_mode, self.mask, self.seq_draw, name=f"layer {name!r}")
             elif self.mode == "positions" and out.dim() >= 3:
@@ -387,7 +396,7 @@ class LayerRecorder(contextlib.AbstractContextManager):
 
     def begin_pass(self) -> None:
         """Called before each forward pass: forget the previous pass's outputs and module trace."""
-        self.outputs, self._versions, self._trace = {}, {}, []
+        self.outputs, self._versions, self._trace, self.row_out = {}, {}, [], {}
 
     def end_pass(self) -> None:
         """Called after a complete forward pass: stop tracing once every layer's layout is decided."""
@@ -638,85 +647,253 @@ def _stream_raw(model_a, model_b, loader, layers=None, *, layers_b=None, conv_mo
     forward pass, see :func:`_forward`), valid until the consumer asks for the next batch.
     ``layouts``: a dict that receives ``{"a": ..., "b": ...}``, each network's layer layouts.
     """
-    model_a, model_b = unwrap(model_a), unwrap(model_b)
-    if device is not None:
-        model_a.to(device)
-        model_b.to(device)
-    dev = _model_device(model_a)
-    if _model_device(model_b) != dev:
-        raise ValueError(f"model_a is on {dev} but model_b is on {_model_device(model_b)}; pass device=")
-    names_a = resolve_layers(model_a, layers)
-    names_b = resolve_layers(model_b, layers if layers_b is None else layers_b)
-    check_layout_arg(layout, {**names_a, **names_b})
-    if isinstance(output_key, dict):
-        unknown = [k for k in output_key if k not in names_a and k not in names_b]
-        if unknown:
-            raise ValueError(f"output_key: {unknown} not among the chosen layers {sorted(set(names_a) | set(names_b))}")
-    rec_a = LayerRecorder(model_a, layers, conv_mode=conv_mode, seq_mode=seq_mode, layout=_sub(layout, names_a),
-                          output_key=_sub(output_key, names_a), copy=copy)
-    rec_b = LayerRecorder(model_b, layers if layers_b is None else layers_b, conv_mode=conv_mode, seq_mode=seq_mode,
-                          layout=_sub(layout, names_b), output_key=_sub(output_key, names_b), copy=copy)
-    if layouts is not None:
-        layouts["a"], layouts["b"] = rec_a.layouts, rec_b.layouts
-    dtype_a, dtype_b = _model_float_dtype(model_a), _model_float_dtype(model_b)
-    own_b = loader_b is not None or input_fn_b is not None
+    nets = _pair_nets(model_a, model_b, layers, layers_b, input_fn, input_fn_b, loader_b)
+    stream = _stream_many(nets, loader, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout, output_key=output_key,
+                          mask=mask, device=device, sample_seed=sample_seed, max_batches=max_batches,
+                          progress=progress, copy=copy, layouts=layouts)
+    try:
+        for i, acts in stream:
+            yield i, acts["a"], acts["b"]
+    finally:
+        stream.close()
+
+
+class _Net:
+    """One network of a pass over shared batches: its name in the results, the model, its layer
+    specification, its own ``input_fn``/``loader`` (None: the shared ones) and its name in messages."""
+
+    def __init__(self, name, model, layers, input_fn, loader, tag):
+        self.name, self.model, self.layers, self.input_fn, self.loader, self.tag = \
+            name, unwrap(model), layers, input_fn, loader, tag
+
+
+def _pair_nets(model_a, model_b, layers, layers_b, input_fn, input_fn_b, loader_b) -> list:
+    """The two networks of :func:`reduce_pair` / :func:`stream_pair` (names "a" and "b")."""
     fn_b = input_fn_b if input_fn_b is not None else input_fn
-    it_b = iter(loader_b) if loader_b is not None else None
-    with rec_a, rec_b, _eval_mode(model_a, model_b), torch.no_grad():
+    own_b = loader_b is not None or input_fn_b is not None
+    return [_Net("a", model_a, layers, input_fn, None, "model_a"),
+            _Net("b", model_b, layers if layers_b is None else layers_b, fn_b if own_b else input_fn, loader_b,
+                 "model_b")]
+
+
+def _stream_many(nets, loader, *, conv_mode="positions", seq_mode="tokens", layout=None, output_key=None, mask=None,
+                 device=None, sample_seed=0, max_batches=None, progress=False, copy=True, layouts=None, rows=None):
+    """Feed every network of ``nets`` (a list of :class:`_Net`) the same batches, each network's
+    forward pass once per batch; yield ``(batch_index, {name: {layer: tensor}})``.
+
+    A network with its own ``input_fn`` or ``loader`` (``own``) gets its own inputs, which must
+    hold as many samples as the shared ones; the others share one conversion of each batch (per
+    parameter dtype). ``copy``: see :func:`_stream_raw`. ``layouts`` receives ``{name: layouts}``.
+    ``rows``: a :class:`_RowSampler` that every recorder of ``rows.networks`` feeds (its hooks take
+    the sampled rows while the outputs are fresh); it is told where each batch starts and collects
+    the rows after the batch's passes.
+    """
+    if device is not None:
+        for net in nets:
+            net.model.to(device)
+    dev = _model_device(nets[0].model)
+    for net in nets[1:]:
+        if _model_device(net.model) != dev:
+            raise ValueError(f"{nets[0].tag} is on {dev} but {net.tag} is on {_model_device(net.model)}; pass device=")
+    chosen = [resolve_layers(net.model, net.layers) for net in nets]
+    every = {}
+    for names in chosen:
+        every.update(names)
+    check_layout_arg(layout, every)
+    if isinstance(output_key, dict):
+        unknown = [k for k in output_key if k not in every]
+        if unknown:
+            raise ValueError(f"output_key: {unknown} not among the chosen layers {sorted(every)}")
+    recs = [LayerRecorder(net.model, net.layers, conv_mode=conv_mode, seq_mode=seq_mode, layout=_sub(layout, names),
+                          output_key=_sub(output_key, names), copy=copy) for net, names in zip(nets, chosen)]
+    if rows is not None:
+        for net, rec in zip(nets, recs):
+            if net.name in rows.networks:
+                rec.rows = rows
+    if layouts is not None:
+        for net, rec in zip(nets, recs):
+            layouts[net.name] = rec.layouts
+    dtypes = [_model_float_dtype(net.model) for net in nets]
+    own = [net.loader is not None or net.input_fn is not nets[0].input_fn for net in nets]
+    own[0] = False
+    iters = [iter(net.loader) if net.loader is not None else None for net in nets]
+    with contextlib.ExitStack() as stack:
+        for rec in recs:
+            stack.enter_context(rec)
+        stack.enter_context(_eval_mode(*[net.model for net in nets]))
+        stack.enter_context(torch.no_grad())
         i = -1
+        first_image = 0
         for i, batch in enumerate(_bar(loader, desc="extract", enabled=progress)):
             if max_batches is not None and i >= max_batches:
-                it_b = None  # stopped early on purpose: loader_b need not be exhausted
+                iters = [None] * len(nets)  # stopped early on purpose: own loaders need not be exhausted
                 break
-            batch_b = batch
-            if it_b is not None:
-                batch_b = next(it_b, _END)
-                if batch_b is _END:
-                    raise ValueError(f"loader_b yielded fewer batches than loader (ran out at batch {i})")
-            call_a = batch_call(batch, input_fn, device=dev, float_dtype=dtype_a, tag="loader")
-            call_b = batch_call(batch_b, fn_b, device=dev, float_dtype=dtype_b,
-                                tag="loader_b" if loader_b is not None else "loader") if own_b else call_a
-            rec_a.mask = batch_mask(batch, mask, device=dev)
-            rec_b.mask = batch_mask(batch_b, mask, device=dev) if own_b else rec_a.mask
-            if rec_a.samples_drawn or own_b:
-                n_a = batch_size_of(*call_a)
-                if own_b and batch_size_of(*call_b) != n_a:
-                    raise ValueError(f"batch {i}: model_a's inputs hold {n_a} samples but model_b's hold "
-                                     f"{batch_size_of(*call_b)}; both networks must see the same samples in the "
-                                     "same order")
-                _set_draws(rec_a, n_a, sample_seed, i, dev)
-                _set_draws(rec_b, n_a, sample_seed, i, dev)
-            acts_a = _forward(rec_a, model_a, call_a, "model_a")
-            acts_b = _forward(rec_b, model_b, call_b, "model_b")
-            changed = rec_a.modified(acts_a)  # model_b's pass wrote into model_a's outputs (shared storage)
-            if changed:
-                rec_a.copy_layers.update(changed)
-                acts_a = _forward(rec_a, model_a, call_a, "model_a")
-            yield i, acts_a, acts_b
-        if it_b is not None and i >= 0 and next(it_b, _END) is not _END:
-            raise ValueError(f"loader_b yielded more batches than loader ({i + 1})")
+            shared: dict = {}  # the shared inputs, converted once per dtype
+            calls, batches = [], []
+            for net, dtype, mine, it in zip(nets, dtypes, own, iters):
+                b = batch
+                if it is not None:
+                    b = next(it, _END)
+                    if b is _END:
+                        raise ValueError(f"{_loader_tag(net)} yielded fewer batches than loader (ran out at batch {i})")
+                if mine:
+                    calls.append(batch_call(b, net.input_fn, device=dev, float_dtype=dtype,
+                                            tag=_loader_tag(net) if net.loader is not None else "loader"))
+                else:
+                    if dtype not in shared:
+                        shared[dtype] = batch_call(batch, nets[0].input_fn, device=dev, float_dtype=dtype,
+                                                   tag="loader")
+                    calls.append(shared[dtype])
+                batches.append(b)
+            shared_mask = batch_mask(batch, mask, device=dev)
+            for rec, b, mine in zip(recs, batches, own):
+                rec.mask = batch_mask(b, mask, device=dev) if mine else shared_mask
+            n_0 = None
+            if rows is not None or any(own) or any(rec.samples_drawn for rec in recs):
+                n_0 = batch_size_of(*calls[0])
+                for net, call, mine in zip(nets, calls, own):
+                    if mine and batch_size_of(*call) != n_0:
+                        raise ValueError(f"batch {i}: {nets[0].tag}'s inputs hold {n_0} samples but {net.tag}'s hold "
+                                         f"{batch_size_of(*call)}; every network must see the same samples in "
+                                         "the same order")
+                for rec in recs:
+                    _set_draws(rec, n_0, sample_seed, i, dev)
+            if rows is not None:
+                rows.begin_batch(first_image)
+            acts = [_forward(rec, net.model, call, net.tag) for rec, net, call in zip(recs, nets, calls)]
+            # a later network's pass wrote into an earlier one's outputs (shared storage, e.g. the same
+            # module in two networks): copy those layers and run that network again
+            for j in range(len(nets) - 1):
+                changed = recs[j].modified(acts[j])
+                if changed:
+                    recs[j].copy_layers.update(changed)
+                    acts[j] = _forward(recs[j], nets[j].model, calls[j], nets[j].tag)
+            if rows is not None:
+                for net, rec in zip(nets, recs):
+                    if rec.rows is not None:
+                        rows.collect(net.name, net.tag, rec)
+                first_image += n_0
+            yield i, {net.name: a for net, a in zip(nets, acts)}
+        for net, it in zip(nets, iters):
+            if it is not None and i >= 0 and next(it, _END) is not _END:
+                raise ValueError(f"{_loader_tag(net)} yielded more batches than loader ({i + 1})")
 
 
-def _resolve_pairs(names_a, names_b, pairs) -> list:
+def _loader_tag(net) -> str:
+    return "loader_b" if net.tag == "model_b" else f"the loader of {net.tag}"
+
+
+class _RowSampler:
+    """Up to ``k`` rows (positions, tokens) of every input for every layer, the same ones in every
+    network: the in-memory sample of the shuffled null (:func:`reduce_networks`, ``rows_per_image``).
+
+    For layer number ``li`` (in the networks' common layer order) and input number ``m`` (counted from
+    ``first_image``) with ``p`` rows (positions of a conv map, valid tokens of a sequence, 1 for a 2-D
+    output), ``min(k, p)`` of them are drawn without replacement by ``np.random.default_rng([seed,
+    li, m])`` (sorted; all of them when ``k >= p``), as ``reproduce_units.sample_rows`` does. Rows
+    are float64 copies; ``groups[layer]`` holds the input number of every row.
+    """
+
+    def __init__(self, k: int, seed: int, layer_names: list, networks, first_image: int = 0):
+        self.k, self.seed, self.first_image = int(k), int(seed), int(first_image)
+        self.index = {name: li for li, name in enumerate(layer_names)}
+        self.networks = set(networks)
+        self.rows = {net: {name: [] for name in layer_names} for net in networks}
+        self.groups = {name: [] for name in layer_names}
+        self._batch_groups: dict = {}
+        self._batch_index: dict = {}
+        self._draws: dict = {}
+        self._first = self.first_image
+
+    def begin_batch(self, first: int) -> None:
+        self._first = self.first_image + int(first)
+        self._draws, self._batch_groups, self._batch_index = {}, {}, {}
+
+    def _positions(self, li: int, image: int, per: int) -> np.ndarray:
+        key = (li, image, per)
+        pos = self._draws.get(key)
+        if pos is None:
+            take = min(self.k, per)
+            if take < per:
+                pos = np.sort(np.random.default_rng([self.seed, li, image]).choice(per, size=take, replace=False))
+            else:
+                pos = np.arange(per)
+            self._draws[key] = pos
+        return pos
+
+    def take(self, name, out: torch.Tensor, layout: str, mask):
+        """The sampled rows of one layer output (batch first), and the input number of each row."""
+        li = self.index[name]
+        b = out.shape[0]
+        if layout == "sequence":
+            if mask is not None:
+                valid = [np.flatnonzero(m) for m in mask.to("cpu").numpy().astype(bool)]
+            else:
+                valid = [np.arange(out.shape[1])] * b
+        else:
+            valid = [None] * b
+            per = int(np.prod(out.shape[2:], dtype=np.int64)) if out.dim() > 2 else 1
+        # the same (layer, rows per input) in every network of the batch: index tensors built once
+        key = (li, b, per) if valid[0] is None else (li, b, tuple(tuple(v) for v in valid))
+        hit = self._batch_index.get(key)
+        if hit is None or hit[0].device != out.device:
+            img, pos = [], []
+            for m in range(b):
+                p = self._positions(li, self._first + m, per if valid[m] is None else len(valid[m]))
+                pos.append(p if valid[m] is None else valid[m][p])
+                img.append(np.full(len(p), m, dtype=np.int64))
+            img, pos = np.concatenate(img), np.concatenate(pos)
+            hit = (torch.as_tensor(img, device=out.device), torch.as_tensor(pos, device=out.device), img + self._first)
+            self._batch_index[key] = hit
+        gi, gp, groups = hit
+        if layout == "sequence":
+            picked = out[gi, gp]
+        else:
+            picked = out.reshape(b, out.shape[1], -1)[gi, :, gp]
+        return picked, groups
+
+    def collect(self, net, tag: str, rec: LayerRecorder) -> None:
+        """After a batch: move the rows ``rec``'s hooks took into this sample."""
+        for name in self.index:
+            picked, groups = rec.row_out[name]
+            known = self._batch_groups.get(name)
+            if known is None:
+                self._batch_groups[name] = groups
+                self.groups[name].append(groups)
+            elif not np.array_equal(known, groups):
+                raise ValueError(f"layer {name!r} of {tag} gives other rows per input than the other networks "
+                                 "(different attention masks or output shapes): rows cannot be sampled alike")
+            self.rows[net][name].append(picked.cpu().numpy().astype(np.float64))
+        rec.row_out = {}
+
+    def result(self) -> tuple:
+        """``({network: {layer: (rows, neurons) float64}}, {layer: input number of every row})``."""
+        rows = {net: {name: np.concatenate(parts) for name, parts in layers.items()}
+                for net, layers in self.rows.items()}
+        return rows, {name: np.concatenate(parts) for name, parts in self.groups.items()}
+
+
+def _resolve_pairs(names_a, names_b, pairs, tags=("model_a", "model_b"), arg="pairs") -> list:
+    ta, tb = tags
     if pairs == "same":
         missing = [n for n in names_a if n not in names_b]
         if missing or len(names_a) != len(names_b):
-            raise ValueError(f"pairs='same' needs the same layer names in both models; only in model_a: "
-                             f"{missing}, only in model_b: {[n for n in names_b if n not in names_a]} "
-                             "(use pairs='all' or explicit (layer_a, layer_b) pairs)")
+            raise ValueError(f"{arg}='same' needs the same layer names in both models; only in {ta}: "
+                             f"{missing}, only in {tb}: {[n for n in names_b if n not in names_a]} "
+                             f"(use {arg}='all' or explicit (layer_a, layer_b) pairs)")
         return [(n, n, n) for n in names_a]
     if pairs == "all":
         return [(a, b, pair_key(a, b)) for a in names_a for b in names_b]
     if isinstance(pairs, str):
-        raise ValueError(f"pairs must be 'same', 'all' or a list of (layer_a, layer_b) tuples, got {pairs!r}")
+        raise ValueError(f"{arg} must be 'same', 'all' or a list of (layer_a, layer_b) tuples, got {pairs!r}")
     out = []
     for p in pairs:
         if not (isinstance(p, (tuple, list)) and len(p) == 2):
-            raise ValueError(f"pairs: each explicit pair must be (layer_a, layer_b), got {p!r}")
+            raise ValueError(f"{arg}: each explicit pair must be (layer_a, layer_b), got {p!r}")
         a, b = p
         if a not in names_a or b not in names_b:
-            raise ValueError(f"pairs: ({a!r}, {b!r}) is not among the chosen layers; model_a: {names_a}, "
-                             f"model_b: {names_b}")
+            raise ValueError(f"{arg}: ({a!r}, {b!r}) is not among the chosen layers; {ta}: {names_a}, "
+                             f"{tb}: {names_b}")
         out.append((a, b, a if a == b else pair_key(a, b)))
     return out
 
@@ -753,6 +930,8 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
                 max_batches: int | None = None, progress: bool = False, metadata: dict | None = None,
                 overlap: bool | None = None, threads: int | None = None, reduction_device=None) -> LayerDict:
     """Stream two networks over the same batches straight into :class:`~repmatch.Reduction` objects.
+
+    The two-network case of :func:`reduce_networks` (the same code path).
 
     Parameters
     ----------
@@ -811,12 +990,209 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         (``{"a": {layer: info}, "b": ...}``, how each layer was read). Save it with
         :func:`repmatch.io.save_reductions`.
     """
-    rec_names_a = list(resolve_layers(unwrap(model_a), layers))
-    rec_names_b = list(resolve_layers(unwrap(model_b), layers if layers_b is None else layers_b))
-    plan = _resolve_pairs(rec_names_a, rec_names_b, pairs)
+    nets = _pair_nets(model_a, model_b, layers, layers_b, input_fn, input_fn_b, loader_b)
+    rec_names_a = list(resolve_layers(nets[0].model, nets[0].layers))
+    rec_names_b = list(resolve_layers(nets[1].model, nets[1].layers))
+    plan = [(("a", "b"), la, lb, key) for la, lb, key in _resolve_pairs(rec_names_a, rec_names_b, pairs)]
+    if save_npz is not None:
+        if isinstance(save_npz, (str, os.PathLike)) or len(save_npz) != 2:
+            raise ValueError("save_npz must be a pair of paths (path_a, path_b)")
+    out = _reduce_many(nets, loader, plan, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout,
+                       output_key=output_key, mask=mask, device=device, method=method, sample_seed=sample_seed,
+                       save=save, save_npz=save_npz, max_batches=max_batches, progress=progress, metadata=metadata,
+                       overlap=overlap, threads=threads, reduction_device=reduction_device)
+    return out[("a", "b")]
+
+
+class NetworkReductions(dict):
+    """``{(name_a, name_b): LayerDict}`` as returned by :func:`reduce_networks`, plus the pass's extras.
+
+    Attributes
+    ----------
+    layouts : dict
+        ``{name: {layer: info}}``: how each network's layers were read (see :class:`LayerDict`).
+    rows : dict or None
+        ``{name: {layer: ndarray (rows, neurons) float64}}``: the row sample (``rows_per_image``),
+        the same inputs and positions in every network; None when no sample was asked for.
+    groups : dict or None
+        ``{layer: ndarray}``: the input number of every sampled row (``first_image`` + its index
+        in the loader), for resampling by input (``groups=``).
+    """
+
+    layouts = None
+    rows = None
+    groups = None
+
+    def sample(self, a, b, layer) -> tuple:
+        """``(X, Y, groups)`` of one layer from the row sample: network ``a``'s rows, ``b``'s, the inputs."""
+        if self.rows is None:
+            raise ValueError("no row sample was drawn: pass rows_per_image= to reduce_networks")
+        for name in (a, b):
+            if name not in self.rows:
+                raise ValueError(f"network {name!r} is not in the row sample (rows_networks: {sorted(self.rows, key=str)})")
+        return self.rows[a][layer], self.rows[b][layer], self.groups[layer]
+
+
+def reduce_networks(models, loader, pairs=None, layers=None, *, layer_pairs="same", conv_mode: str = "positions",
+                    seq_mode: str = "tokens", layout=None, output_key=None, mask=None, input_fn=None, device=None,
+                    method: str = "gram", sample_seed: int = 0, max_batches: int | None = None,
+                    progress: bool = False, overlap: bool | None = None, threads: int | None = None,
+                    reduction_device=None, rows_per_image: int | None = None, rows_seed: int = 0,
+                    rows_networks=None, first_image: int = 0) -> NetworkReductions:
+    """Reductions of many network pairs, and a row sample, from one pass over the data.
+
+    Every network needed runs once per batch; its recorded layers feed every pair it is in (with
+    K networks and all pairs, K forward passes per batch instead of the K (K - 1) of a
+    :func:`reduce_pair` per pair). The reductions equal those of :func:`reduce_pair` on each pair
+    (the same code path, batch by batch): for the same ``threads``, bit for bit.
+
+    Parameters
+    ----------
+    models : dict or list
+        ``{name: torch.nn.Module}`` (any hashable names) or a list (names 0, 1, ...).
+    loader : iterable
+        Batches as for :func:`extract`, read once; every network gets the same inputs.
+    pairs : list of (name_a, name_b), optional
+        The network pairs to reduce, X = ``name_a``'s layer, Y = ``name_b``'s. Default: every pair
+        ``(models[i], models[j])`` with i < j, in the order of ``models``. ``[]``: none (only a
+        row sample). Networks in no pair and not in ``rows_networks`` are not run.
+    layers : layer specification or {name: specification}, optional
+        As in :func:`resolve_layers`, for every network or per network (a network missing from the
+        dict gets the default). Default: every ReLU.
+    layer_pairs : {"same", "all"} or list of (layer_a, layer_b)
+        Which layers of a network pair are reduced together: ``pairs`` of :func:`reduce_pair`.
+    conv_mode, seq_mode, layout, output_key, mask, device, sample_seed
+        As in :func:`extract`; the ``sample:K`` draws are a function of ``(sample_seed, batch
+        index)`` only, so every network of a batch is sampled at the same positions.
+    input_fn : callable or {name: callable}, optional
+        Turns a batch into a network's inputs (:func:`extract`); per network when a dict (missing
+        names: the batch as it is).
+    method, max_batches, progress, overlap, threads, reduction_device
+        As in :func:`reduce_pair`.
+    rows_per_image : int, optional
+        Also keep an in-memory sample of rows: ``min(rows_per_image, p)`` of the ``p`` rows of
+        every input (positions of a conv map, valid tokens of a sequence, the one row of a 2-D
+        output), drawn without replacement, whatever ``conv_mode``/``seq_mode`` the reductions
+        use. Positions depend only on ``rows_seed``, the layer's number in the common layer list
+        and the input's number, so every network gets the same rows (the sampler of
+        ``reproduce_units.sample_rows``, whose result this equals). Needs the same layers in
+        every sampled network.
+    rows_seed : int
+        Seed of the row sample.
+    rows_networks : list of names, optional
+        The networks whose rows are kept (default: every network of ``models``).
+    first_image : int
+        The number of the loader's first input in the row sample (``groups`` and the draws): a
+        loader over inputs ``lo..hi`` of a larger set passes ``first_image=lo``, so samples of
+        consecutive parts concatenate into the sample of the whole.
+
+    Returns
+    -------
+    NetworkReductions
+        ``{(name_a, name_b): LayerDict}``, each a ``{key: Reduction}`` like :func:`reduce_pair`'s
+        (``.layouts`` = ``{"a": ..., "b": ...}``), plus ``.layouts`` per network, ``.rows``,
+        and ``.groups``.
+
+    Examples
+    --------
+    >>> seeds = {s: load(s) for s in (0, 1, 2)}                       # doctest: +SKIP
+    >>> reds = reduce_networks(seeds, loader)                         # doctest: +SKIP
+    >>> repmatch.maximum_match(reds[(0, 2)]["features.1"], eps=0.25)  # doctest: +SKIP
+    """
+    if isinstance(models, dict):
+        named = dict(models)
+    elif isinstance(models, (list, tuple)):
+        named = dict(enumerate(models))
+    else:
+        raise ValueError(f"models must be a dict {{name: nn.Module}} or a list of modules, got {type(models).__name__}")
+    if not named:
+        raise ValueError("models must hold at least one network")
+    for name, m in named.items():
+        if not isinstance(m, nn.Module):
+            raise ValueError(f"models[{name!r}] must be a torch.nn.Module, got {type(m).__name__}")
+    if pairs is None:
+        pairs = list(itertools.combinations(named, 2))
+    pairs = list(pairs)
+    seen = set()
+    for p in pairs:
+        if not (isinstance(p, (tuple, list)) and len(p) == 2):
+            raise ValueError(f"pairs: each pair must be (name_a, name_b), got {p!r}")
+        for name in p:
+            if name not in named:
+                raise ValueError(f"pairs: network {name!r} is not in models ({list(named)})")
+        if tuple(p) in seen:
+            raise ValueError(f"pairs: {tuple(p)!r} is listed twice")
+        seen.add(tuple(p))
+    pairs = [tuple(p) for p in pairs]
+    if rows_per_image is not None:
+        rows_per_image = check_positive_int(rows_per_image, "rows_per_image")
+        rows_networks = list(named) if rows_networks is None else list(rows_networks)
+        for name in rows_networks:
+            if name not in named:
+                raise ValueError(f"rows_networks: network {name!r} is not in models ({list(named)})")
+        if isinstance(first_image, bool) or not isinstance(first_image, (int, np.integer)) or first_image < 0:
+            raise ValueError(f"first_image must be a non-negative integer, got {first_image!r}")
+    elif rows_networks is not None:
+        raise ValueError("rows_networks applies to a row sample only: pass rows_per_image=")
+    else:
+        rows_networks = []
+    if not pairs and not rows_networks:
+        raise ValueError("nothing to do: pairs is empty and no row sample was asked for (rows_per_image=)")
+    if isinstance(layers, dict):
+        unknown = [k for k in layers if k not in named]
+        if unknown:
+            raise ValueError(f"layers: {unknown} are not networks of models ({list(named)}); give one layer "
+                             "specification for every network or {name: specification}")
+        spec = dict(layers)
+    else:
+        spec = {name: layers for name in named}
+    if isinstance(input_fn, dict):
+        unknown = [k for k in input_fn if k not in named]
+        if unknown:
+            raise ValueError(f"input_fn: {unknown} are not networks of models ({list(named)})")
+        fns = dict(input_fn)
+    else:
+        fns = {name: input_fn for name in named}
+    used = [name for name in named if name in rows_networks or any(name in p for p in pairs)]
+    nets = [_Net(name, named[name], spec.get(name), fns.get(name), None, f"network {name!r}") for name in used]
+    # networks are never given their own loader here: "own" inputs differ only by input_fn
+    chosen = {net.name: list(resolve_layers(net.model, net.layers)) for net in nets}
+    plan = []
+    for a, b in pairs:
+        for la, lb, key in _resolve_pairs(chosen[a], chosen[b], layer_pairs, (f"network {a!r}", f"network {b!r}"),
+                                         "layer_pairs"):
+            plan.append(((a, b), la, lb, key))
+    rows = None
+    if rows_networks:
+        common = chosen[rows_networks[0]]
+        for name in rows_networks[1:]:
+            if chosen[name] != common:
+                raise ValueError(f"rows_per_image: the sampled networks must have the same layers; network "
+                                 f"{rows_networks[0]!r} has {common}, network {name!r} has {chosen[name]}")
+        rows = _RowSampler(rows_per_image, rows_seed, common, rows_networks, first_image)
+    return _reduce_many(nets, loader, plan, pairs=pairs, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout,
+                        output_key=output_key, mask=mask, device=device, method=method, sample_seed=sample_seed,
+                        max_batches=max_batches, progress=progress, overlap=overlap, threads=threads,
+                        reduction_device=reduction_device, rows=rows)
+
+
+def _reduce_many(nets, loader, plan, *, pairs=(("a", "b"),), conv_mode="positions", seq_mode="tokens", layout=None,
+                 output_key=None, mask=None, device=None, method="gram", sample_seed=0, save=None, save_npz=None,
+                 max_batches=None, progress=False, metadata=None, overlap=None, threads=None, reduction_device=None,
+                 rows=None) -> NetworkReductions:
+    """The one reduction loop behind :func:`reduce_pair` and :func:`reduce_networks`.
+
+    ``plan``: ``[(pair, layer_a, layer_b, key)]`` with ``pair = (name_a, name_b)`` of ``nets``.
+    Each batch runs every network once (:func:`_stream_many`); every layer is moved or converted
+    once however many pairs it is in; then every entry of the plan updates its reduction.
+    ``save``/``save_npz`` (one path per network) write the activations as :func:`reduce_pair` does.
+    """
     parse_conv_mode(conv_mode)  # validate before any work
     parse_seq_mode(seq_mode)
-    red_device = _reduction_device(reduction_device, device, model_a)
+    if method not in ("gram", "qr"):
+        raise ValueError(f"method must be one of ('gram', 'qr'), got {method!r}")
+    tags = {net.name: net.tag for net in nets}
+    red_device = _reduction_device(reduction_device, device, nets[0].model)
     cores = available_cores()
     if overlap is None:
         overlap = red_device is None and torch.get_num_threads() < cores
@@ -827,93 +1203,99 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     if threads is None:
         threads = max(1, cores - torch.get_num_threads()) if overlap else max(1, min(torch.get_num_threads(), cores))
     threads = check_positive_int(threads, "threads")
-    if save_npz is not None:
-        if isinstance(save_npz, (str, os.PathLike)) or len(save_npz) != 2:
-            raise ValueError("save_npz must be a pair of paths (path_a, path_b)")
     meta = {"conv_mode": conv_mode, "seq_mode": seq_mode, "sample_seed": int(sample_seed), **(metadata or {})}
     tmpdir = None
     if save is None and save_npz is not None:
         npz_dir = os.path.dirname(os.path.abspath(os.fspath(save_npz[0])))
         os.makedirs(npz_dir, exist_ok=True)  # as saved_to_npz would; errors then name this directory
         tmpdir = tempfile.TemporaryDirectory(dir=npz_dir, prefix=".repmatch-chunks-")
-    writer = _ChunkWriter(save if save is not None else tmpdir.name, ("a", "b"), meta) \
+    writer = _ChunkWriter(save if save is not None else tmpdir.name, [net.name for net in nets], meta) \
         if (save is not None or tmpdir is not None) else None
-    reductions = LayerDict()
+    results = NetworkReductions((pair, LayerDict()) for pair in pairs)
     layouts: dict = {}
     # Without overlap each batch is reduced before the next forward pass, straight from the
     # modules' outputs (no copy; checked intact through their version counters).
-    stream = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, seq_mode=seq_mode,
-                         layout=layout, output_key=output_key, mask=mask, input_fn=input_fn, input_fn_b=input_fn_b,
-                         loader_b=loader_b, device=device, sample_seed=sample_seed, max_batches=max_batches,
-                         progress=progress, copy=overlap, layouts=layouts)
+    stream = _stream_many(nets, loader, conv_mode=conv_mode, seq_mode=seq_mode, layout=layout, output_key=output_key,
+                          mask=mask, device=device, sample_seed=sample_seed, max_batches=max_batches,
+                          progress=progress, copy=overlap, layouts=layouts, rows=rows)
     split = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="repmatch-split") \
         if threads > 1 and red_device is None else None
     pool = (split, threads) if split is not None else None
+    used = {net.name: set() for net in nets}  # the layers of each network that some pair reads
+    for (a, b), la, lb, _ in plan:
+        used[a].add(la)
+        used[b].add(lb)
 
-    def prepared(acts, used):
+    def prepared(acts, names):
         # Each layer is moved or converted once per batch, however many pairs it is in: to the host
         # for host reductions (outputs of models on a GPU), to (rows, C) float64 on the reductions'
         # device for device reductions.
         if red_device is None:
-            return {n: acts[n].cpu() if acts[n].device.type != "cpu" else acts[n] for n in used}
+            return {n: acts[n].cpu() if acts[n].device.type != "cpu" else acts[n] for n in names}
         from ._torch import _as_batch
 
-        return {n: _as_batch(acts[n], f"layer {n!r}", acts[n].shape[1], "channels", red_device) for n in used}
+        return {n: _as_batch(acts[n], f"layer {n!r}", acts[n].shape[1], "channels", red_device) for n in names}
 
-    def add_batch(acts_a, acts_b):
+    def add_batch(acts):
         # Host Gram reductions read the (B, C, positions) outputs in place, chunk by chunk
         # (Reduction.update on conv outputs); device reductions take the (rows, C) float64 tensors
         # prepared on their device.
-        for la, lb, key in plan:
-            reductions[key]._update(acts_a[la], acts_b[lb], (f"layer {la!r} of model_a", f"layer {lb!r} of model_b"),
-                                    pool)
+        for (a, b), la, lb, key in plan:
+            results[(a, b)][key]._update(acts[a][la], acts[b][lb],
+                                         (f"layer {la!r} of {tags[a]}", f"layer {lb!r} of {tags[b]}"), pool)
 
     # Batch i is reduced on one worker thread while batch i + 1 runs through the networks (NumPy and
     # BLAS release the GIL). One batch in flight at a time and a single worker keep the order of the
     # updates, so the numbers are exactly those of the sequential loop.
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="repmatch-reduce") if overlap else None
     pending = None
+    n_batches = 0
     blas = single_threaded_blas() if red_device is None else contextlib.nullcontext()
     try:
         blas.__enter__()
         # stream.close() in finally: on an error the hooks go now, not when the traceback dies
-        for i, acts_a, acts_b in stream:
+        for i, acts in stream:
+            n_batches += 1
             if writer is not None:
-                writer.add("a", i, {n: _rows(t) for n, t in acts_a.items()})
-                writer.add("b", i, {n: _rows(t) for n, t in acts_b.items()})
-            for la, lb, key in plan:  # validate and create here, so errors surface at once
-                ta, tb = acts_a[la], acts_b[lb]
+                for name, a in acts.items():
+                    writer.add(name, i, {n: _rows(t) for n, t in a.items()})
+            for (a, b), la, lb, key in plan:  # validate and create here, so errors surface at once
+                ta, tb = acts[a][la], acts[b][lb]
                 na, nb = _n_samples(ta), _n_samples(tb)
                 if na != nb:
                     raise ValueError(
-                        f"layer {la!r} of model_a gives {na} samples per batch but layer {lb!r} of model_b "
+                        f"layer {la!r} of {tags[a]} gives {na} samples per batch but layer {lb!r} of {tags[b]} "
                         f"gives {nb} with conv_mode={conv_mode!r}, seq_mode={seq_mode!r} (different spatial "
                         "sizes or token counts, or a conv layer against a fully connected one, which 'sample:K' "
                         "does not sample); use conv_mode='avgpool' or 'flatten', or seq_mode='mean', 'cls' or "
                         "'last', to compare them")
-                if key not in reductions:
-                    reductions[key] = Reduction(_n_neurons(ta), _n_neurons(tb), method=method, device=red_device)
+                if key not in results[(a, b)]:
+                    results[(a, b)][key] = Reduction(_n_neurons(ta), _n_neurons(tb), method=method,
+                                                     device=red_device)
             # on this thread: copies from a GPU are made on the stream the forward pass ran on
-            acts_a = prepared(acts_a, {la for la, _, _ in plan})
-            acts_b = prepared(acts_b, {lb for _, lb, _ in plan})
+            acts = {name: prepared(a, used[name]) for name, a in acts.items()}
             if executor is None:
-                add_batch(acts_a, acts_b)
+                add_batch(acts)
             else:
                 if pending is not None:
                     pending.result()  # re-raises a worker error here
-                pending = executor.submit(add_batch, acts_a, acts_b)
+                pending = executor.submit(add_batch, acts)
         if pending is not None:
             pending.result()
             pending = None
-        if not reductions:
+        if not n_batches:
             raise ValueError("loader yielded no batches")
-        reductions.layouts = {k: dict(v) for k, v in layouts.items()}
+        results.layouts = {k: dict(v) for k, v in layouts.items()}
+        for (a, b), reds in results.items():
+            reds.layouts = {"a": results.layouts[a], "b": results.layouts[b]}
+        if rows is not None:
+            results.rows, results.groups = rows.result()
         if writer is not None:
-            writer.meta["layouts"] = reductions.layouts
+            writer.meta["layouts"] = results[pairs[0]].layouts if pairs else results.layouts
             writer.finish()
             if save_npz is not None:
-                saved_to_npz(writer.dir, "a", save_npz[0])
-                saved_to_npz(writer.dir, "b", save_npz[1])
+                for net, path in zip(nets, save_npz):
+                    saved_to_npz(writer.dir, net.name, path)
     finally:
         stream.close()
         if executor is not None:
@@ -923,7 +1305,7 @@ def reduce_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
         blas.__exit__(None, None, None)
         if tmpdir is not None:
             tmpdir.cleanup()
-    return reductions
+    return results
 
 
 def _reduction_device(reduction_device, device, model):

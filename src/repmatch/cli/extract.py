@@ -15,11 +15,15 @@ def add_parser(sub) -> None:
             "the chosen layers into reductions (--out, read by `repmatch compare OUT`), without holding the "
             "dataset's activations in memory. --save writes every batch's activations to a directory of chunks; "
             "--save-npz A.npz B.npz writes one file per network (read by `repmatch compare A.npz B.npz`). With a "
-            "single --checkpoint only --save-npz PATH is possible. Needs PyTorch."
+            "single --checkpoint only --save-npz PATH is possible. With three or more checkpoints every pair is "
+            "reduced from one pass (each network runs once per batch) and --out names a directory that receives "
+            "one reductions file per pair, I-J.npz (I < J their positions among the --checkpoint options, from 0), "
+            "each read by `repmatch compare OUT/I-J.npz`. Needs PyTorch."
         ),
     )
     p.add_argument("--checkpoint", action="append", required=True, metavar="PT",
-                   help="checkpoint (best.pt or last.pt); give it twice for networks A and B")
+                   help="checkpoint (best.pt or last.pt); give it twice for networks A and B, or more often "
+                        "for every pair of them")
     p.add_argument("--dataset", help="dataset (default: the one the first checkpoint was trained on)")
     p.add_argument("--data-dir", help="where the dataset files are")
     p.add_argument("--split", choices=("test", "train"), default="test", help="images to use (default test)")
@@ -41,7 +45,8 @@ def add_parser(sub) -> None:
     p.add_argument("--method", choices=("gram", "qr"), default=None, help="reduction method (default gram)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    p.add_argument("--out", metavar="NPZ", help="reductions file to write")
+    p.add_argument("--out", metavar="NPZ", help="reductions file to write (a directory with three or more "
+                                                 "checkpoints: one I-J.npz per pair)")
     p.add_argument("--save", metavar="DIR", help="also write chunked activations and a manifest to DIR")
     p.add_argument("--save-npz", nargs="+", metavar="NPZ", help="also write one activations .npz per network")
     p.add_argument("--overlap", choices=("auto", "on", "off"), default=None,
@@ -61,8 +66,6 @@ def run(args) -> int:
     except ImportError as exc:
         raise ValueError(str(exc)) from exc
     ckpts = args.checkpoint
-    if len(ckpts) > 2:
-        raise ValueError(f"--checkpoint: give one or two checkpoints, got {len(ckpts)}")
     if not args.list_layers:
         _check_arguments(args, activations)
     models, infos = [], []
@@ -123,6 +126,8 @@ def _extract_and_write(args, models, loader, layers, layout, meta, activations) 
                   f"({acts.layouts[layer]['layout']}: {acts.layouts[layer]['reason']})")
         print(f"wrote {args.save_npz[0]}", file=sys.stderr)
         return 0
+    if len(models) > 2:
+        return _write_all_pairs(args, models, loader, layers, layout, meta, activations)
     if not (args.out or args.save or args.save_npz):
         raise ValueError("give --out NPZ (reductions) and/or --save DIR / --save-npz A.npz B.npz (activations)")
     if args.save_npz and len(args.save_npz) != 2:
@@ -145,6 +150,40 @@ def _extract_and_write(args, models, loader, layers, layout, meta, activations) 
     if args.save_npz:
         print(f"wrote {args.save_npz[0]} {args.save_npz[1]}  (compare with: repmatch compare "
               f"{args.save_npz[0]} {args.save_npz[1]})", file=sys.stderr)
+    return 0
+
+
+#: Entries of extract's metadata that hold one value per checkpoint (cut down to the pair's two).
+_PER_NETWORK = ("checkpoints", "test_acc", "epochs", "seeds", "arch")
+
+
+def _write_all_pairs(args, models, loader, layers, layout, meta, activations) -> int:
+    """Three or more checkpoints: every pair from one pass, one reductions file ``OUT/I-J.npz`` per pair."""
+    from .._atomic import atomic_write_json
+    from ..io import save_reductions
+
+    reds = activations.reduce_networks(list(models), loader, None, layers, layer_pairs=args.pairs,
+                                       conv_mode=args.conv_mode, seq_mode=args.seq_mode, layout=layout,
+                                       method=args.method or "gram", sample_seed=args.sample_seed,
+                                       progress=not args.quiet,
+                                       overlap={None: None, "auto": None, "on": True, "off": False}[args.overlap],
+                                       threads=args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    print(f"{'pair':<6} {'layer':<40} {'n_x':>6} {'n_y':>6} {'samples':>10}")
+    for (i, j), pair in reds.items():
+        pair_meta = {**meta, "pair": [i, j],
+                     **{k: [meta[k][i], meta[k][j]] for k in _PER_NETWORK if isinstance(meta.get(k), list)}}
+        for key, r in pair.items():
+            print(f"{i}-{j:<4} {key:<40} {r.n_x:>6} {r.n_y:>6} {r.n_samples:>10}")
+        path = os.path.join(args.out, f"{i}-{j}.npz")
+        save_reductions(path, pair, metadata=pair_meta)
+        written.append(os.path.basename(path))
+    atomic_write_json(os.path.join(args.out, "pairs.json"),
+                      {"checkpoints": meta["checkpoints"], "pairs": written, "layouts":
+                       {str(i): lay for i, lay in reds.layouts.items()}}, indent=2)
+    print(f"wrote {len(written)} reductions files to {args.out} (one pass, each network once per batch; compare "
+          f"with: repmatch compare {os.path.join(args.out, written[0])})", file=sys.stderr)
     return 0
 
 
@@ -177,6 +216,15 @@ def _check_arguments(args, activations) -> None:
         if given:
             raise ValueError(f"{', '.join(given)}: appl{'ies' if len(given) == 1 else 'y'} to reductions of two "
                              "networks; with one --checkpoint only activations are written (--save-npz PATH)")
+    elif len(args.checkpoint) > 2:
+        if args.save or args.save_npz:
+            raise ValueError(f"--save/--save-npz: with {len(args.checkpoint)} checkpoints only --out DIR is possible "
+                             "(one reductions file per pair); save activations with one or two checkpoints")
+        if not args.out:
+            raise ValueError(f"give --out DIR: with {len(args.checkpoint)} checkpoints every pair's reductions are "
+                             "written there (DIR/I-J.npz)")
+        output_dir(args.out, "--out")
+        return
     else:
         if not (args.out or args.save or args.save_npz):
             raise ValueError("give --out NPZ (reductions) and/or --save DIR / --save-npz A.npz B.npz (activations)")

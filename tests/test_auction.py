@@ -167,7 +167,7 @@ def test_gap_above_tolerance_falls_back_to_scipy(monkeypatch):
         return rows, cols, 10 * tol, stats
 
     monkeypatch.setattr(backend, "auction_assignment", loose)
-    with pytest.warns(RepmatchWarning, match="certified gap .* exceeds ASSIGN_TOL"):
+    with pytest.warns(RepmatchWarning, match="certified gap .* exceeds assign_tol"):
         b = repmatch.bipartite_match(X, Y, solver="auction")
     assert b.solver == "scipy" and b.optimality_gap == 0.0
     np.testing.assert_array_equal(b.y, repmatch.bipartite_match(X, Y).y)

@@ -293,7 +293,8 @@ def constant_units(mean, std, *, tol: float = CONSTANT_TOL) -> np.ndarray:
 
 
 def report_constant(constant_x, constant_y, *, measure: str, consequence: str = "they are excluded",
-                    rule: str = "std <= CONSTANT_TOL * |mean|", stacklevel: int = 4) -> None:
+                    rule: str = "std <= CONSTANT_TOL * |mean|", see: str | None = "constant_x / constant_y",
+                    stacklevel: int = 4) -> None:
     """The one report of constant units: a :class:`RepmatchWarning` naming how many each side has.
 
     Parameters
@@ -306,6 +307,8 @@ def report_constant(constant_x, constant_y, *, measure: str, consequence: str = 
         What the measure does with them (e.g. "they get zero correlation").
     rule : str
         The rule that made them constant, for the message (MI's is its own: one bin).
+    see : str or None
+        The result fields that list them, for the message.
     stacklevel : int
         Passed to :func:`warnings.warn`.
 
@@ -318,6 +321,6 @@ def report_constant(constant_x, constant_y, *, measure: str, consequence: str = 
     if nx or ny:
         warnings.warn(
             f"{measure}: {nx} unit(s) of X and {ny} of Y are constant on the data ({rule}); "
-            f"{consequence} (see constant_x / constant_y)",
+            f"{consequence}" + (f" (see {see})" if see else ""),
             RepmatchWarning, stacklevel=stacklevel,
         )

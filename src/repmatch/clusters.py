@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_rng, check_positive_int
-from .stats import as_reduction, correlation_from_reduction
+from ._validate import as_rng, check_choice, check_positive_int
+from ._resolve import as_reduction
+from .stats import correlation_from_reduction
 
 __all__ = ["ClusterResult", "ClusterSweep", "spectral_clusters", "cluster_sweep", "hierarchical_groups"]
 
@@ -279,8 +280,7 @@ def hierarchical_groups(
 
     if (n_groups is None) == (max_distance is None):
         raise ValueError("give exactly one of n_groups or max_distance")
-    if linkage not in ("average", "complete", "single"):
-        raise ValueError(f"linkage must be one of ('average', 'complete', 'single'), got {linkage!r}")
+    check_choice(linkage, "linkage", ("average", "complete", "single"))
     A, live, n_x = _affinity(X, Y, "hierarchical_groups")
     n_random = check_positive_int(n_random, "n_random", minimum=0)
     if live.size == 1:

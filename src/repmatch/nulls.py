@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import RepmatchWarning, as_rng, check_pair, check_positive_int
-from .reduce import Reduction
+from ._resolve import as_rows
+from ._validate import RepmatchWarning, as_rng, check_choice, check_positive_int
 
 __all__ = [
     "SCALARS",
@@ -207,16 +207,7 @@ def _resolve(stat, what):
 
 
 def _rows(X, Y, what):
-    if isinstance(X, Reduction):
-        raise ValueError(
-            f"{what} needs the rows themselves to resample them: pass activation arrays (X, Y), not a Reduction"
-        )
-    if Y is None:
-        raise ValueError(f"Y is required for {what}")
-    Xa, Ya = check_pair(X, Y)
-    if Xa.shape[0] < 2:
-        raise ValueError(f"X and Y have {Xa.shape[0]} row(s); {what} needs at least 2")
-    return Xa, Ya
+    return as_rows(X, Y, measure=what, min_samples=2, needs="the rows themselves to resample them")
 
 
 def _value(fn, X, Y) -> float:
@@ -257,8 +248,7 @@ def permutation_test(stat, X, Y=None, *, n_permutations: int = 999, alternative:
     n_perm = check_positive_int(n_permutations, "n_permutations")
     if alternative is None:
         alternative = "greater" if larger else "less"
-    if alternative not in ALTERNATIVES:
-        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    check_choice(alternative, "alternative", ALTERNATIVES)
     g = as_rng(rng)
     observed = _value(fn, Xa, Ya)
     null = np.empty(n_perm)

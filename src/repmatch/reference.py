@@ -17,6 +17,10 @@ In memory only (arrays)
 Degenerate input
 ----------------
 * fewer than 2 rows (4 for debiased CKA): ValueError naming the argument;
+* constant units (the rule of :data:`repmatch.CONSTANT_TOL`, ``constant_tol=`` of every function)
+  are centred to exactly zero, so every score equals the score of the layers without them; they
+  are reported in a :class:`~repmatch.RepmatchWarning` (with ``center=False`` they are kept: an
+  uncentred constant unit is a real direction);
 * a layer with no variance at all (every unit constant): ValueError, since every score would be 0/0;
 * rank-deficient layers: CCA-based scores use the numerical rank (eigenvalues of the covariance
   above :data:`RANK_TOL` times the largest); the rank is reported in ``Score.details``. When
@@ -36,9 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import check_pair, warn
-from .reduce import Reduction
-from .stats import as_reduction
+from ._resolve import as_reduction, as_rows
+from ._validate import CONSTANT_TOL, check_tol, constant_units, report_constant, warn
 
 __all__ = [
     "RANK_TOL",
@@ -132,15 +135,21 @@ def _score(name, value, n, **details) -> Score:
     return Score(name, float(value), REFERENCE_MEASURES[name].larger_is_more_similar, int(n), details)
 
 
-def _covariances(X, Y, measure, center=True):
-    r = as_reduction(X, Y, measure=measure)
-    if r.n_samples < 2:
-        raise ValueError(f"{measure} needs at least 2 samples, got {r.n_samples}")
-    # each layer in units of its own largest neuron scale (Reduction._side_scaled), then each block
+def _covariances(X, Y, measure, center=True, constant_tol=CONSTANT_TOL):
+    constant_tol = check_tol(constant_tol, "constant_tol")
+    r = as_reduction(X, Y, measure=measure, min_samples=2)
+    # each layer in units of its own largest neuron scale (Reduction.side_scaled), then each block
     # divided by its largest entry: every measure here is invariant to scaling a whole layer, and
     # nothing under- or overflows when the scores square the covariances (data at 1e-300 or 1e300)
-    C = r._side_scaled(center)
+    C = r.side_scaled(center)
     nx = r.n_x
+    if center:  # the constant-unit rule, in the stored units (mean and spread in the same units)
+        const = constant_units(r.stored_mean, np.sqrt(np.maximum(np.diag(r.stored_comoment), 0.0) / r.n_samples),
+                               tol=constant_tol)
+        C[const, :] = 0.0
+        C[:, const] = 0.0
+        report_constant(const[:nx], const[nx:], measure=measure, stacklevel=4,
+                        consequence="they are centred to zero and take no part in the score", see=None)
     for sl in (slice(0, nx), slice(nx, None)):
         big = np.abs(C[sl, sl]).max()
         if big > 0:
@@ -154,29 +163,26 @@ def _covariances(X, Y, measure, center=True):
     return Sxx, Syy, Sxy, r.n_samples
 
 
-def _in_memory(X, Y, measure, min_samples):
-    if isinstance(X, Reduction):
-        raise ValueError(
-            f"{measure} needs the rows themselves, not streamed moments: pass activation arrays (X, Y), "
-            "not a Reduction"
-        )
-    if Y is None:
-        raise ValueError(f"Y is required for {measure}")
-    Xa, Ya = check_pair(X, Y)
-    n = Xa.shape[0]
-    if n < min_samples:
-        raise ValueError(f"X and Y have {n} rows; {measure} needs at least {min_samples}")
-    out = []
+def _in_memory(X, Y, measure, min_samples, constant_tol=CONSTANT_TOL):
+    constant_tol = check_tol(constant_tol, "constant_tol")
+    Xa, Ya = as_rows(X, Y, measure=measure, min_samples=min_samples)
+    out, consts = [], []
     for name, A in (("X", Xa), ("Y", Ya)):
         # a power of two (exact) brings the layer's largest value to [0.5, 1): the scores below are
         # invariant to scaling a layer, and its squares and kernels then neither under- nor overflow
         big = float(np.abs(A).max())
         unit = float(np.ldexp(1.0, int(np.frexp(big)[1]))) if big > 0 else 1.0
         As = A / unit
-        Ac = As - As.mean(axis=0)
+        mean = As.mean(axis=0)
+        Ac = As - mean
+        const = constant_units(mean, np.sqrt(np.mean(Ac**2, axis=0)), tol=constant_tol)
+        Ac[:, const] = 0.0
+        consts.append(const)
         if not np.any(Ac):
             raise ValueError(f"{name} has no variance (every unit is constant); {measure} is undefined")
         out.append((Ac, unit))
+    report_constant(consts[0], consts[1], measure=measure, stacklevel=4,
+                    consequence="they are centred to zero and take no part in the score", see=None)
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 

@@ -36,7 +36,18 @@ class RepmatchWarning(UserWarning):
 
 
 def to_numpy(a):
-    """Return a NumPy view of ``a``; PyTorch tensors (any device) are detached and copied to host."""
+    """Return a NumPy view of ``a``; PyTorch tensors (any device) are detached and copied to host.
+
+    Parameters
+    ----------
+    a : array_like or torch.Tensor
+        The input.
+
+    Returns
+    -------
+    ndarray
+        ``a`` as NumPy (bfloat16 tensors as float32), not copied when possible.
+    """
     if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch.Tensor without importing torch
         a = a.detach().cpu()
         if str(a.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
@@ -46,7 +57,20 @@ def to_numpy(a):
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
-    """Raise a ValueError naming ``name`` if ``arr`` holds NaN or Inf, with the first bad position."""
+    """Raise a ValueError naming ``name`` if ``arr`` holds NaN or Inf, with the first bad position.
+
+    Parameters
+    ----------
+    arr : ndarray
+        The array to check.
+    name : str
+        The argument's name, used in the message.
+
+    Returns
+    -------
+    None
+        Raises ValueError when ``arr`` is not finite.
+    """
     finite = np.isfinite(arr)
     if not finite.all():
         bad = np.argwhere(~finite)[0]
@@ -78,6 +102,21 @@ def as_activations(a, name: str, *, dtype=np.float64, copy: bool = False) -> np.
 
     Raises ValueError naming ``name`` when the input is not numeric, not 2-D, has no rows or no
     columns, or holds NaN/Inf.
+
+    Parameters
+    ----------
+    a : array_like or torch.Tensor
+        The activations.
+    name : str
+        The argument's name, used in the messages.
+    dtype : numpy dtype
+        Returned dtype (float64 by default).
+    copy : bool
+        Always copy (otherwise only when a conversion needs it).
+
+    Returns
+    -------
+    ndarray of shape (n_samples, n_neurons)
     """
     arr = as_real_array(a, name)
     if arr.ndim != 2:
@@ -94,7 +133,22 @@ def as_activations(a, name: str, *, dtype=np.float64, copy: bool = False) -> np.
 
 
 def check_pair(X, Y, *, names=("X", "Y"), dtype=np.float64):
-    """Check two activation matrices that must describe the same inputs (same number of rows)."""
+    """Check two activation matrices that must describe the same inputs (same number of rows).
+
+    Parameters
+    ----------
+    X, Y : array_like or torch.Tensor
+        The two activation matrices.
+    names : tuple of str
+        Their names, used in the messages.
+    dtype : numpy dtype
+        Returned dtype (float64 by default).
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        The two checked arrays.
+    """
     Xa = as_activations(X, names[0], dtype=dtype)
     Ya = as_activations(Y, names[1], dtype=dtype)
     if Xa.shape[0] != Ya.shape[0]:
@@ -106,7 +160,19 @@ def check_pair(X, Y, *, names=("X", "Y"), dtype=np.float64):
 
 
 def check_eps(eps, name: str = "eps") -> float:
-    """Return ``eps`` as a float in [0, 1), or raise a ValueError naming it."""
+    """Return ``eps`` as a float in [0, 1), or raise a ValueError naming it.
+
+    Parameters
+    ----------
+    eps : float
+        The value given.
+    name : str
+        The argument's name, used in the message.
+
+    Returns
+    -------
+    float
+    """
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"{name} must be a real number in [0, 1), got {eps!r}")
     e = float(eps)
@@ -116,7 +182,19 @@ def check_eps(eps, name: str = "eps") -> float:
 
 
 def check_eps_grid(eps, name: str = "eps") -> np.ndarray:
-    """Return a 1-D float array of values in [0, 1); scalars become length-1 arrays."""
+    """Return a 1-D float array of values in [0, 1); scalars become length-1 arrays.
+
+    Parameters
+    ----------
+    eps : float or sequence of float
+        The value(s) given.
+    name : str
+        The argument's name; entries are named ``name[i]`` in messages.
+
+    Returns
+    -------
+    ndarray of float64, 1-D
+    """
     arr = np.atleast_1d(np.asarray(eps, dtype=object))
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers in [0, 1), got {eps!r}")

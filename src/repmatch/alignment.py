@@ -375,8 +375,10 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
                     constant_tol: float = CONSTANT_TOL) -> BipartiteMatch:
     """One-to-one matching of units maximising the total similarity (spec section 2).
 
-    Parameters are those of :func:`semi_match`, and:
-
+    Parameters
+    ----------
+    X, Y, measure, n_bins, zero_threshold, constant_tol
+        As in :func:`semi_match`.
     solver : {"auto", "scipy", "auction"}
         ``"scipy"``: exact LAPJV (:func:`scipy.optimize.linear_sum_assignment`) on the host.
         ``"auction"``: the auction algorithm on the similarity matrix's torch device (CPU torch for

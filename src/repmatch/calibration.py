@@ -91,7 +91,22 @@ class RotationBaseline:
 
 
 def rotate_y(r: Reduction, Q: np.ndarray, live_y: np.ndarray) -> Reduction:
-    """A reduction of ``[X, Y']`` where ``Y'[:, live_y] = Y[:, live_y] @ Q`` (other columns unchanged)."""
+    """A reduction of ``[X, Y']`` where ``Y'[:, live_y] = Y[:, live_y] @ Q`` (other columns unchanged).
+
+    Parameters
+    ----------
+    r : Reduction
+        The two layers.
+    Q : ndarray of shape (len(live_y), len(live_y))
+        An orthogonal matrix.
+    live_y : array of int
+        The Y units to rotate.
+
+    Returns
+    -------
+    Reduction
+        A new host reduction of the rotated layers (moments only).
+    """
     n = r.n_x + r.n_y
     T = np.eye(n)
     idx = r.n_x + np.asarray(live_y, dtype=int)

@@ -309,6 +309,24 @@ def similarity_curve_null(X, Y=None, *, eps, n_permutations: int = 99, method: s
 
     One reduction per permutation serves every ε of the grid (:func:`repmatch.similarity_curve`).
     The p-value at each ε is one-sided ("greater": more similar than chance).
+
+    Parameters
+    ----------
+    X, Y : arrays (n_samples, n_x), (n_samples, n_y)
+        In memory (a Reduction raises ValueError).
+    eps : sequence of float
+        The ε grid.
+    n_permutations : int
+        Number of shuffles of Y's rows.
+    method : {"gram", "qr"}
+        Reduction method of every permuted pair.
+    rng : None, int or Generator
+        Seeds the shuffles.
+
+    Returns
+    -------
+    CurveNull
+        The observed curve, the null curves and a p-value per ε.
     """
     from .subspace import similarity_curve
 
@@ -351,6 +369,26 @@ def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rn
     rows: the resampling unit is the image. ``level`` in (0, 1). Note that duplicated rows inflate
     some statistics (e.g. plain CKA's small-sample bias); the interval is about the variability of
     the estimate, not a bias correction.
+
+    Parameters
+    ----------
+    stat : callable or str
+        ``stat(X, Y) -> float``, or a name from :data:`SCALARS`.
+    X, Y : arrays (n_samples, n_x), (n_samples, n_y)
+        In memory (a Reduction raises ValueError).
+    n_boot : int
+        Number of resamples.
+    level : float in (0, 1)
+        Coverage of the percentile interval.
+    rng : None, int or Generator
+        Seeds the resamples.
+    groups : array of shape (n_samples,), optional
+        One label per row; whole groups are resampled.
+
+    Returns
+    -------
+    BootstrapResult
+        The estimate, the interval, the resampled values and how many draws were undefined.
     """
     fn, name, _ = _resolve(stat, "bootstrap_ci")
     Xa, Ya = _rows(X, Y, "bootstrap_ci")

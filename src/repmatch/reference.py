@@ -187,7 +187,7 @@ def _in_memory(X, Y, measure, min_samples, constant_tol=CONSTANT_TOL):
 
 
 # ---------------------------------------------------------------------------- CKA
-def linear_cka(X, Y=None) -> Score:
+def linear_cka(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Linear centred kernel alignment, exact, in feature space (Kornblith et al. 2019, eq. 5).
 
     ``CKA = ||S_xy||_F^2 / (||S_xx||_F ||S_yy||_F)`` with ``S`` the centred covariances, which equals
@@ -195,8 +195,23 @@ def linear_cka(X, Y=None) -> Score:
     Accepts arrays or a :class:`~repmatch.Reduction` (``Y`` omitted). Range [0, 1], larger = more
     similar; invariant to orthogonal transforms, isotropic scaling and translation, not to
     arbitrary invertible maps or per-unit scaling.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1], larger = more similar.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "linear_cka")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "linear_cka", constant_tol=constant_tol)
     value = np.sum(Sxy**2) / (np.linalg.norm(Sxx) * np.linalg.norm(Syy))
     return _score("linear_cka", min(max(value, 0.0), 1.0), n)
 
@@ -213,14 +228,29 @@ def _hsic_unbiased_linear(Xc, Yc):
     return (tr_kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)) / (n * (n - 3))
 
 
-def debiased_linear_cka(X, Y=None) -> Score:
+def debiased_linear_cka(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Linear CKA with the unbiased HSIC estimator (Kornblith et al. 2019; Song et al. 2012).
 
     Removes the positive bias of plain CKA at small ``n_samples / n_units``; can be slightly
     negative for unrelated layers. In memory only (needs per-row norms, which a Reduction does not
     keep); needs at least 4 rows. Computed in O(n p^2) without forming n x n kernels.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x)
+        Activations of the first layer (in memory; a Reduction raises ValueError).
+    Y : array of shape (n_samples, n_y)
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [-1, 1] (slightly negative for unrelated layers).
     """
-    Xc, Yc, _, _ = _in_memory(X, Y, "debiased_linear_cka", 4)
+    Xc, Yc, _, _ = _in_memory(X, Y, "debiased_linear_cka", 4, constant_tol)
     hxy = _hsic_unbiased_linear(Xc, Yc)
     hxx = _hsic_unbiased_linear(Xc, Xc)
     hyy = _hsic_unbiased_linear(Yc, Yc)
@@ -242,17 +272,34 @@ def _rbf_gram(A, threshold):
     return np.exp(-d2 / (2.0 * sigma2)), float(np.sqrt(sigma2))
 
 
-def rbf_cka(X, Y=None, *, threshold: float = 0.5) -> Score:
+def rbf_cka(X, Y=None, *, threshold: float = 0.5, constant_tol: float = CONSTANT_TOL) -> Score:
     """CKA with Gaussian (RBF) kernels, in memory (Kornblith et al. 2019).
 
     The bandwidth of each layer is ``sigma = threshold * sqrt(median squared distance)`` over all
     pairs of rows (diagonal included, as in the CKA authors' demo), so the score is invariant to
     isotropic scaling. Memory O(n^2): subsample rows for large n. Larger = more similar, range [0, 1].
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x)
+        Activations of the first layer (in memory; a Reduction raises ValueError).
+    Y : array of shape (n_samples, n_y)
+        Activations of the second layer on the same inputs.
+    threshold : float
+        Bandwidth as a multiple of the root median squared distance (> 0).
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the bandwidths ``sigma_x``, ``sigma_y`` (data units).
     """
     t = float(threshold)
     if not np.isfinite(t) or t <= 0:
         raise ValueError(f"threshold must be a positive number, got {threshold!r}")
-    Xc, Yc, ux, uy = _in_memory(X, Y, "rbf_cka", 2)
+    Xc, Yc, ux, uy = _in_memory(X, Y, "rbf_cka", 2, constant_tol)
     K, sx = _rbf_gram(Xc, t)
     L, sy = _rbf_gram(Yc, t)
     sx, sy = sx * ux, sy * uy  # bandwidths in the data's units
@@ -291,17 +338,34 @@ def _cca_from_cov(Sxx, Syy, Sxy, n, name):
     return rho, Wx @ A, rank_x, rank_y
 
 
-def cca(X, Y=None, *, center: bool = True) -> np.ndarray:
+def cca(X, Y=None, *, center: bool = True, constant_tol: float = CONSTANT_TOL) -> np.ndarray:
     """Canonical correlations of X and Y, descending, ``min(rank_x, rank_y)`` of them, in [0, 1].
 
     From moments (arrays or a Reduction). Numerical ranks as in the module docstring.
     ``center=False`` uses uncentred second moments (see :func:`mean_squared_cca`).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    center : bool
+        Centre each unit first (default); ``False`` uses uncentred second moments.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    ndarray
+        The canonical correlations, descending, in [0, 1].
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "cca", center)
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "cca", center, constant_tol)
     return _cca_from_cov(Sxx, Syy, Sxy, n, "cca")[0]
 
 
-def mean_squared_cca(X, Y=None, *, center: bool = True) -> Score:
+def mean_squared_cca(X, Y=None, *, center: bool = True, constant_tol: float = CONSTANT_TOL) -> Score:
     """Mean squared canonical correlation ``R^2_CCA`` (Kornblith et al. 2019, Table 1).
 
     Invariant to any invertible linear map of either layer (and so to per-unit scaling). Larger =
@@ -310,8 +374,25 @@ def mean_squared_cca(X, Y=None, *, center: bool = True) -> Score:
     ``center=True`` (default) centres each unit first, so the score is translation invariant.
     ``center=False`` works on the raw (uncentred) columns, which is what the CKA authors' demo
     does for CCA: the golden value 0.54312 of spec/field.md is the uncentred one (centred: 0.54540).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    center : bool
+        Centre each unit first (default); ``False`` uses uncentred second moments.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the numerical ranks and ``center``.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "mean_squared_cca", center)
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "mean_squared_cca", center, constant_tol)
     rho, _, rx, ry = _cca_from_cov(Sxx, Syy, Sxy, n, "mean_squared_cca")
     return _score("mean_squared_cca", np.mean(rho**2), n, rank_x=rx, rank_y=ry, center=bool(center))
 
@@ -326,30 +407,62 @@ def _top_variance(S, keep):
     return U[:, :k]
 
 
-def svcca(X, Y=None, *, keep: float = 0.99) -> Score:
+def svcca(X, Y=None, *, keep: float = 0.99, constant_tol: float = CONSTANT_TOL) -> Score:
     """SVCCA (Raghu et al. 2017): keep the top principal directions of each layer explaining
     ``keep`` of its variance, then the mean canonical correlation between the reduced layers.
 
     From moments. Larger = more similar, range [0, 1]. Invariant to orthogonal maps and isotropic
     scaling (not to per-unit scaling, which changes the principal directions).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    keep : float in (0, 1]
+        Share of each layer's variance its kept principal directions explain.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the directions kept, ``kept_x`` and ``kept_y``.
     """
     k = float(keep)
     if not (0.0 < k <= 1.0):
         raise ValueError(f"keep must lie in (0, 1], got {keep!r}")
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "svcca")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "svcca", constant_tol=constant_tol)
     Vx, Vy = _top_variance(Sxx, k), _top_variance(Syy, k)
     rho, _, rx, ry = _cca_from_cov(Vx.T @ Sxx @ Vx, Vy.T @ Syy @ Vy, Vx.T @ Sxy @ Vy, n, "svcca")
     return _score("svcca", np.mean(rho), n, kept_x=int(Vx.shape[1]), kept_y=int(Vy.shape[1]))
 
 
-def pwcca(X, Y=None) -> Score:
+def pwcca(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Projection-weighted CCA (Morcos et al. 2018): canonical correlations averaged with weights
     ``alpha_i = sum_j |<h_i, x_j>|``, ``h_i`` the i-th unit-norm canonical variate of X and ``x_j``
     the centred activation vector of unit j of X (the weights come from X: not symmetric).
 
     From moments. Larger = more similar, range [0, 1].
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the numerical ranks.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "pwcca")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "pwcca", constant_tol=constant_tol)
     rho, A, rx, ry = _cca_from_cov(Sxx, Syy, Sxy, n, "pwcca")
     A = A[:, : rho.size]
     # <h_i, x_j> / n = (Sxx a_i)_j ; ||h_i||^2 / n = a_i^T Sxx a_i (= 1 by whitening)
@@ -362,14 +475,29 @@ def pwcca(X, Y=None) -> Score:
 
 
 # ---------------------------------------------------------------------------- Procrustes
-def procrustes_distance(X, Y=None) -> Score:
+def procrustes_distance(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Orthogonal Procrustes distance between centred, Frobenius-normalised layers.
 
     ``d = sqrt(2 - 2 ||X~^T Y~||_*)`` with ``X~ = X_c / ||X_c||_F`` (Ding et al. 2021); the
     minimum over orthogonal ``Q`` of ``||X~ Q - Y~||_F`` (zero-padding the narrower layer). A
     distance: smaller = more similar, range [0, sqrt(2)], 0 iff Y is a rotated, scaled, shifted X.
     From moments.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        A distance in [0, sqrt(2)], smaller = more similar.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "procrustes")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "procrustes", constant_tol=constant_tol)
     nuc = np.linalg.svd(Sxy, compute_uv=False).sum() / np.sqrt(np.trace(Sxx) * np.trace(Syy))
     return _score("procrustes", np.sqrt(max(0.0, 2.0 - 2.0 * min(nuc, 1.0))), n)

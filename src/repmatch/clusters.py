@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_rng, check_choice, check_positive_int
+from ._validate import as_rng, check_choice, check_fraction, check_positive_int
 from ._resolve import as_reduction
 from .stats import correlation_from_reduction
 
@@ -331,8 +331,6 @@ def hierarchical_groups(
             k = _check_k(n_groups, live.size, "n_groups")
             labels = sch.fcluster(Z, t=k, criterion="maxclust") - 1
         else:
-            t = float(max_distance)
-            if not (0.0 <= t <= 1.0):
-                raise ValueError(f"max_distance must lie in [0, 1], got {max_distance!r}")
+            t = check_fraction(max_distance, "max_distance", high_open=False)
             labels = sch.fcluster(Z, t=t, criterion="distance") - 1
     return _result(A, live, n_x, labels, "agglomerative", n_random, rng)

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from ._validate import check_positive_int
+from ._validate import check_choice, check_positive_int
 from .reduce import METHODS, Reduction
 
 __all__ = [
@@ -230,8 +230,7 @@ def reduce_blocks(X, Y, *, method: str = "gram", chunk_rows: int | None = None):
     _require_dask()
     import dask
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, "method", METHODS)
     X, Y = _aligned(as_dask_array(X, "X"), as_dask_array(Y, "Y"), chunk_rows)
     bx = X.to_delayed().ravel()
     by = Y.to_delayed().ravel()

@@ -9,7 +9,8 @@ in-memory pass up to rounding).
 Constant units
 --------------
 A unit whose standard deviation is at most :data:`CONSTANT_TOL` times the magnitude of its mean
-(or exactly zero) is *constant* (the one rule of every centred measure, repmatch._validate) (a dead ReLU unit, a saturated unit). It has no correlation with
+(or exactly zero) is *constant* (a dead ReLU unit, a saturated unit); this is the one rule of every
+centred measure (:func:`repmatch._validate.constant_units`). It has no correlation with
 anything: its rows and columns of every correlation matrix are set to 0 (the diagonal entry too),
 and it is flagged in ``constant_x`` / ``constant_y``. No correlation is ever NaN and nothing is
 divided by zero. Measures built on these statistics exclude constant units (matchings list them as

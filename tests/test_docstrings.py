@@ -100,7 +100,7 @@ def test_the_section_finder_sees_numpydoc():
 
 TOLERANCES = [
     ("repmatch._validate", "CONSTANT_TOL", ["constant_units"]),
-    ("repmatch.stats", "CONSTANT_TOL", ["correlation", "correlation_from_reduction"]),
+    ("repmatch.correlation", "CONSTANT_TOL", ["correlation", "correlation_from_reduction"]),
     ("repmatch.alignment", "ASSIGN_TOL", ["bipartite_match"]),
     ("repmatch.alignment", "CONSTANT_TOL", ["semi_match", "bipartite_match", "similarity_matrix"]),
     ("repmatch.softmatch", "LINPROG_TOL", ["soft_match"]),

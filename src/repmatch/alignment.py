@@ -34,7 +34,7 @@ import scipy.optimize
 
 from ._resolve import as_reduction, as_rows
 from ._validate import CONSTANT_TOL, check_choice, check_tol, report_constant, warn
-from .stats import correlation_from_reduction, device_between_correlation
+from .correlation import correlation_from_reduction, device_between_correlation
 
 __all__ = ["SemiMatch", "BipartiteMatch", "semi_match", "bipartite_match", "similarity_matrix", "MEASURES",
            "SOLVERS", "ASSIGN_TOL"]

@@ -30,7 +30,7 @@ import numpy as np
 from ._resolve import as_reduction
 from ._validate import as_rng, check_positive_int
 from .reduce import Reduction
-from .stats import correlation_from_reduction
+from .correlation import correlation_from_reduction
 
 __all__ = ["RotationBaseline", "HeldoutMatch", "rotation_baseline", "heldout_match", "rotate_y"]
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._validate import as_rng, check_choice, check_fraction, check_positive_int
 from ._resolve import as_reduction
-from .stats import correlation_from_reduction
+from .correlation import correlation_from_reduction
 
 __all__ = ["ClusterResult", "ClusterSweep", "spectral_clusters", "cluster_sweep", "hierarchical_groups"]
 

@@ -146,7 +146,7 @@ def summarize_curve(X, Y=None, *, eps=HEADLINE_GRID, fraction: float = EPS50_FRA
     dict
         The curve and its summaries (``max_epsilon``, ``eps_50``, ``area``, sizes, dead neurons).
     """
-    from .stats import as_reduction
+    from ._resolve import as_reduction
     from .subspace import similarity_curve
 
     r = X if Y is None else as_reduction(X, Y, measure="the MMS curve")

@@ -64,7 +64,7 @@ def _mi_bipartite(X, Y):
 
 def _clusters_between(X, Y):
     from .clusters import spectral_clusters
-    from .stats import correlation
+    from .correlation import correlation
 
     st = correlation(X, Y)
     n_live = int((~st.constant_x).sum() + (~st.constant_y).sum())

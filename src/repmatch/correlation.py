@@ -6,6 +6,11 @@ that a :class:`~repmatch.Reduction` accumulates in float64 (Chan et al. merge, s
 many batches, or of batches reduced on different machines and merged, gives the same numbers as one
 in-memory pass up to rounding).
 
+This module was ``repmatch.stats`` (still importable, deprecated). Note that the package attribute
+``repmatch.correlation`` is the function :func:`correlation`: import from the module with
+``from repmatch.correlation import CorrelationStats`` (``import repmatch.correlation as m`` gives
+the function).
+
 Constant units
 --------------
 A unit whose standard deviation is at most :data:`CONSTANT_TOL` times the magnitude of its mean
@@ -102,7 +107,7 @@ class CorrelationStats:
 def as_reduction(X, Y=None, *, measure: str = "this measure") -> Reduction:
     """``X`` if it is a :class:`Reduction` (``Y`` omitted), else the reduction of ``(X, Y)``.
 
-    Kept for callers of ``repmatch.stats.as_reduction``; the resolver is
+    Kept for callers of ``repmatch.stats.as_reduction`` (now ``repmatch.correlation``); the resolver is
     :func:`repmatch._resolve.as_reduction` (its docstring has the contract).
 
     Parameters

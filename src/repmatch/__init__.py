@@ -22,7 +22,7 @@ from ._validate import RepmatchWarning
 from .alignment import ASSIGN_TOL, BipartiteMatch, SemiMatch, bipartite_match, semi_match
 from .clusters import ClusterResult, ClusterSweep, cluster_sweep, hierarchical_groups, spectral_clusters
 from .mi import MIHistogram, mi_bin_edges, mutual_information
-from .nulls import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
+from .inference import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
 from .reduce import GRAM_TOL, QR_TOL, RANK_TOL, Reduction
 from .reference import (
     REFERENCE_MEASURES,

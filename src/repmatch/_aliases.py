@@ -20,6 +20,7 @@ __all__ = ["RENAMED", "register"]
 #: old module name -> new module name
 RENAMED = {
     "repmatch.stats": "repmatch.correlation",
+    "repmatch.nulls": "repmatch.inference",
 }
 
 

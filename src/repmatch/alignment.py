@@ -22,7 +22,7 @@ Constant units (zero variance; or, for MI, all values in one bin) have no simila
 excluded from both matchings and listed in ``unmatched_x`` / ``unmatched_y``.
 
 Chance level: pairing units at random gives an expected matched correlation equal to the mean of
-the between-net matrix (``chance`` in the results); see :mod:`repmatch.nulls` for permutation tests.
+the between-net matrix (``chance`` in the results); see :mod:`repmatch.inference` for permutation tests.
 """
 
 from __future__ import annotations

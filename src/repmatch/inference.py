@@ -1,6 +1,7 @@
 """Null baselines for every scalar measure: permutation tests and bootstrap confidence intervals.
 
-spec/convergent-learning.md section 5: show every number next to a null.
+spec/convergent-learning.md section 5: show every number next to a null. (This module was
+``repmatch.nulls``, still importable, deprecated.)
 
 * :func:`permutation_test` shuffles the row correspondence of one side (the rows of Y), which keeps
   each layer's own statistics (means, variances, within-net correlations) and breaks only the

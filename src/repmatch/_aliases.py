@@ -21,6 +21,7 @@ __all__ = ["RENAMED", "register"]
 RENAMED = {
     "repmatch.stats": "repmatch.correlation",
     "repmatch.nulls": "repmatch.inference",
+    "repmatch.cli.scale": "repmatch.cli.dask_reduce",
 }
 
 

@@ -3,7 +3,9 @@
 ``repmatch.stats`` is now :mod:`repmatch.correlation`, ``repmatch.nulls`` is
 :mod:`repmatch.inference` and ``repmatch.cli.scale`` is :mod:`repmatch.cli.dask_reduce`. The old
 names are registered in ``sys.modules`` when ``repmatch`` is imported, as thin modules that forward
-every attribute to the new one and raise a :class:`DeprecationWarning` on first use. They are not
+every attribute to the new one and raise a :class:`DeprecationWarning` on first use from code
+outside repmatch (its own modules owned elsewhere may still use an old name until they are updated;
+a warning there would only end up in results). They are not
 files: a renamed file stays a pure rename in git, so changes made elsewhere to the old file merge
 into the new one.
 """
@@ -35,9 +37,11 @@ class _DeprecatedAlias(types.ModuleType):
 
     def _module(self):
         if not self.__dict__["_warned"]:
-            self.__dict__["_warned"] = True
-            warnings.warn(f"{self.__name__} is deprecated; import {self.__dict__['_target']} instead",
-                          DeprecationWarning, stacklevel=3)
+            user, level = _user_frame()
+            if user:  # repmatch's own modules that still use an old name are not warned about
+                self.__dict__["_warned"] = True
+                warnings.warn(f"{self.__name__} is deprecated; import {self.__dict__['_target']} instead",
+                              DeprecationWarning, stacklevel=level)
         return importlib.import_module(self.__dict__["_target"])
 
     def __getattr__(self, attr: str):
@@ -47,6 +51,20 @@ class _DeprecatedAlias(types.ModuleType):
 
     def __dir__(self):
         return dir(self._module())
+
+
+def _user_frame() -> tuple:
+    """(whether the code reading the alias is outside repmatch, its stacklevel for warnings.warn),
+    skipping this module's frames and the import machinery's."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name != __name__ and not name.startswith(("importlib", "_frozen_importlib")):
+            return not (name == "repmatch" or name.startswith("repmatch.")), level
+        frame = frame.f_back
+        level += 1
+    return True, level
 
 
 def register() -> None:

@@ -16,6 +16,7 @@ import repmatch  # noqa: E402
 from repmatch import Reduction, RepmatchWarning  # noqa: E402
 from repmatch import _torch as backend  # noqa: E402
 from repmatch import ASSIGN_TOL  # noqa: E402
+from repmatch.correlation import device_between_correlation  # noqa: E402
 from repmatch.testing import relu_layers  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -167,7 +168,7 @@ def test_gap_above_tolerance_falls_back_to_scipy(monkeypatch):
         return rows, cols, 10 * tol, stats
 
     monkeypatch.setattr(backend, "auction_assignment", loose)
-    with pytest.warns(RepmatchWarning, match="certified gap .* exceeds ASSIGN_TOL"):
+    with pytest.warns(RepmatchWarning, match="certified gap .* exceeds assign_tol"):
         b = repmatch.bipartite_match(X, Y, solver="auction")
     assert b.solver == "scipy" and b.optimality_gap == 0.0
     np.testing.assert_array_equal(b.y, repmatch.bipartite_match(X, Y).y)
@@ -224,7 +225,7 @@ def test_device_correlation_is_bitwise_the_host_one_and_warns_once():
     X[:, 4] = 0.0
     dev = Reduction.from_arrays(X, Y, device="cpu")
     with pytest.warns(RepmatchWarning, match="constant"):
-        R, cx, cy = repmatch.stats.device_between_correlation(dev)
+        R, cx, cy = device_between_correlation(dev)
     with pytest.warns(RepmatchWarning, match="constant"):
         host = repmatch.correlation_from_reduction(dev.to(None))
     np.testing.assert_array_equal(R.cpu().numpy(), host.between)  # same accumulators: bit for bit

@@ -56,7 +56,7 @@ def test_reductions_file_is_a_complete_input(tmp_path, capsys):
     "args, message",
     [
         (["missing_a.npy", "missing_b.npy"], "no such file: missing_a.npy"),
-        (["--eps", "1.2", "--example"], "--eps values must lie in"),
+        (["--eps", "1.2", "--example"], r"--eps\[0\] must lie in \[0, 1\), got 1.2"),
         (["--example", "--layers", "conv9"], r"--layers: unknown layer\(s\) \['conv9'\]"),
         (["--example", "--measures", "nonsense"], r"unknown measure\(s\) \['nonsense'\]"),
     ],

@@ -403,9 +403,9 @@ def test_save_npz_into_a_missing_directory_names_it(nets, tmp_path):
 
 def test_negative_seed_names_the_option(acts, tmp_path):
     assert_error(cli("compare", acts / "a.npz", acts / "b.npz", "--seed", "-1", cwd=tmp_path), "compare",
-                 "--seed must be >= 0, got -1")
+                 "--seed must be an integer >= 0, got -1")
     assert_error(cli("train", "--arch", "smallcnn", "--epochs", "1", "--seeds", "0", "-1", "--out", tmp_path / "t",
-                     cwd=tmp_path), "train", "--seeds must be >= 0, got -1")
+                     cwd=tmp_path), "train", "--seeds must be an integer >= 0, got -1")
 
 
 def test_unreachable_scheduler(tmp_path, previous):

@@ -17,11 +17,12 @@ Streaming
     Reduction, correlation_from_reduction
 """
 
+from . import _aliases
 from ._validate import RepmatchWarning
 from .alignment import ASSIGN_TOL, BipartiteMatch, SemiMatch, bipartite_match, semi_match
 from .clusters import ClusterResult, ClusterSweep, cluster_sweep, hierarchical_groups, spectral_clusters
 from .mi import MIHistogram, mi_bin_edges, mutual_information
-from .nulls import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
+from .inference import BootstrapResult, CurveNull, PermutationResult, bootstrap_ci, permutation_test, similarity_curve_null
 from .reduce import GRAM_TOL, QR_TOL, RANK_TOL, Reduction
 from .reference import (
     REFERENCE_MEASURES,
@@ -36,7 +37,7 @@ from .reference import (
     svcca,
 )
 from .sparse import SparsePath, SparsePrediction, sparse_prediction
-from .stats import CONSTANT_TOL, CorrelationStats, correlation, correlation_from_reduction
+from .correlation import CONSTANT_TOL, CorrelationStats, correlation, correlation_from_reduction
 from .softmatch import SoftMatch, soft_match
 from .calibration import HeldoutMatch, RotationBaseline, heldout_match, rotation_baseline
 from .simple import SimpleMatches, simple_matches, v_minimal_match
@@ -50,6 +51,8 @@ from .subspace import (
     minimal_epsilon,
     similarity_curve,
 )
+
+_aliases.register()  # repmatch.stats, repmatch.nulls, repmatch.cli.scale: deprecated old names
 
 __version__ = "0.1.0"
 

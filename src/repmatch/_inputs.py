@@ -56,7 +56,24 @@ def _convert(obj, device, float_dtype):
 
 
 def batch_call(batch, input_fn=None, *, device=None, float_dtype=None, tag="loader") -> tuple:
-    """``(args, kwargs)`` for one batch (module docstring), on ``device``."""
+    """``(args, kwargs)`` for one batch (module docstring), on ``device``.
+
+    Parameters
+    ----------
+    batch : object
+        One batch from a loader.
+    input_fn : callable, optional
+        Turns a batch into the model's inputs.
+    device, float_dtype : optional
+        Where and in which floating dtype the tensors go.
+    tag : str
+        Name of the loader, for messages.
+
+    Returns
+    -------
+    tuple
+        ``(args, kwargs)`` for ``model(*args, **kwargs)``.
+    """
     if input_fn is not None:
         inp = input_fn(batch)
         if isinstance(inp, Mapping):
@@ -81,7 +98,18 @@ def batch_call(batch, input_fn=None, *, device=None, float_dtype=None, tag="load
 
 
 def clone_call(args, kwargs) -> tuple:
-    """A private copy of every tensor of a call (the model may write into its inputs in place)."""
+    """A private copy of every tensor of a call (the model may write into its inputs in place).
+
+    Parameters
+    ----------
+    args, kwargs
+        A call.
+
+    Returns
+    -------
+    tuple
+        ``(args, kwargs)`` with every tensor cloned.
+    """
     def c(v):
         return v.clone() if isinstance(v, torch.Tensor) else v
 
@@ -89,7 +117,17 @@ def clone_call(args, kwargs) -> tuple:
 
 
 def batch_size_of(args, kwargs) -> int:
-    """The leading dimension of the first tensor of a call."""
+    """The leading dimension of the first tensor of a call.
+
+    Parameters
+    ----------
+    args, kwargs
+        A call, as :func:`batch_call` returns it.
+
+    Returns
+    -------
+    int
+    """
     for v in list(args) + list(kwargs.values()):
         if isinstance(v, torch.Tensor) and v.dim() >= 1:
             return int(v.shape[0])
@@ -97,7 +135,22 @@ def batch_size_of(args, kwargs) -> int:
 
 
 def batch_mask(batch, mask, *, device=None):
-    """The (batch, tokens) bool attention mask of ``batch`` (module docstring), or None."""
+    """The (batch, tokens) bool attention mask of ``batch`` (module docstring), or None.
+
+    Parameters
+    ----------
+    batch : object
+        One batch.
+    mask : None, False, str or callable
+        Where the mask comes from (module docstring).
+    device : optional
+        Where the mask goes.
+
+    Returns
+    -------
+    torch.Tensor or None
+        The (batch, tokens) bool mask.
+    """
     if mask is False:
         return None
     if mask is None:
@@ -136,7 +189,21 @@ def _tensor_entries(output):
 
 
 def unwrap_output(output, key=None, *, name="layer"):
-    """The tensor recorded for a module output (module docstring); ValueError naming ``name`` otherwise."""
+    """The tensor recorded for a module output (module docstring); ValueError naming ``name`` otherwise.
+
+    Parameters
+    ----------
+    output : object
+        What a module returned.
+    key : object, optional
+        The entry to record (key, attribute name or index).
+    name : str
+        The layer's name, for messages.
+
+    Returns
+    -------
+    torch.Tensor
+    """
     if isinstance(output, torch.Tensor) and key is None:
         return output
     entries = _tensor_entries(output)

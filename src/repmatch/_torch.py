@@ -506,3 +506,53 @@ def auction_assignment(S, tol: float) -> tuple:
         order = np.argsort(rows)
         rows, cols = rows[order], cols[order]
     return rows, cols, gap, stats
+
+
+# ---------------------------------------------------------------------------- measures' device work
+# What the measures (correlation, matchings) do to tensors, so that they never import torch
+# themselves: they reach these through ``Reduction.backend`` (issue 15).
+def comoment_diagonal(red) -> np.ndarray:
+    """The diagonal of a device reduction's co-moment (stored units) as a host float64 array."""
+    return torch.diagonal(red.device_tensors()["comoment"]).cpu().numpy()
+
+
+def between_correlation(red, scale: np.ndarray, const: np.ndarray) -> torch.Tensor:
+    """The between-net correlation block ``C_xy * s_x s_y^T`` of a device reduction, on its device.
+
+    ``scale`` (1 / sqrt(C_ii), 0 for constant units) and the constant-unit mask ``const`` are host
+    arrays over all n_x + n_y neurons; the result is clipped to [-1, 1] and constant units' rows and
+    columns are 0, as in ``correlation_from_reduction``."""
+    C = red.device_tensors()["comoment"]
+    nx = red.n_x
+    sx = torch.as_tensor(scale[:nx], device=C.device)
+    sy = torch.as_tensor(scale[nx:], device=C.device)
+    R = C[:nx, nx:] * sx[:, None] * sy[None, :]
+    R.clamp_(-1.0, 1.0)
+    R[torch.as_tensor(const[:nx], device=C.device), :] = 0.0
+    R[:, torch.as_tensor(const[nx:], device=C.device)] = 0.0
+    return R
+
+
+def select_block(S: torch.Tensor, rows, cols) -> torch.Tensor:
+    """``S[rows][:, cols]`` for host index arrays, on ``S``'s device."""
+    ri = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=S.device)
+    ci = torch.as_tensor(np.asarray(cols, dtype=np.int64), device=S.device)
+    return S.index_select(0, ri).index_select(1, ci)
+
+
+def row_best(S: torch.Tensor) -> tuple:
+    """(argmax, max) of every row of ``S`` as host arrays (first maximum on ties, as NumPy)."""
+    best = S.argmax(dim=1)
+    return best.cpu().numpy(), S.gather(1, best[:, None]).squeeze(1).cpu().numpy()
+
+
+def entries(S: torch.Tensor, rows, cols) -> np.ndarray:
+    """``S[rows[k], cols[k]]`` for host index arrays, as a host array."""
+    ri = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=S.device)
+    ci = torch.as_tensor(np.asarray(cols, dtype=np.int64), device=S.device)
+    return S[ri, ci].cpu().numpy()
+
+
+def to_host(t) -> np.ndarray:
+    """A tensor as a host NumPy array (arrays pass through)."""
+    return t if isinstance(t, np.ndarray) else t.detach().cpu().numpy()

@@ -22,7 +22,7 @@ Constant units (zero variance; or, for MI, all values in one bin) have no simila
 excluded from both matchings and listed in ``unmatched_x`` / ``unmatched_y``.
 
 Chance level: pairing units at random gives an expected matched correlation equal to the mean of
-the between-net matrix (``chance`` in the results); see :mod:`repmatch.nulls` for permutation tests.
+the between-net matrix (``chance`` in the results); see :mod:`repmatch.inference` for permutation tests.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 
-from .reduce import Reduction
-from ._validate import warn
-from .stats import as_reduction, correlation_from_reduction, device_between_correlation
+from ._resolve import as_reduction, as_rows
+from ._validate import CONSTANT_TOL, check_choice, check_tol, report_constant, warn
+from .correlation import correlation_from_reduction, device_between_correlation
 
 __all__ = ["SemiMatch", "BipartiteMatch", "semi_match", "bipartite_match", "similarity_matrix", "MEASURES",
            "SOLVERS", "ASSIGN_TOL"]
@@ -69,39 +69,50 @@ class Similarity:
     n_samples: int
 
 
-def similarity_matrix(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6) -> Similarity:
-    """Between-net similarity for matching: correlation (from moments) or MI (from histograms)."""
+def similarity_matrix(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6,
+                      constant_tol: float = CONSTANT_TOL) -> Similarity:
+    """Between-net similarity for matching: correlation (from moments) or MI (from histograms).
+
+    Parameters
+    ----------
+    X, Y, measure, n_bins, zero_threshold
+        As in :func:`semi_match`.
+    constant_tol : float
+        The constant-unit tolerance of the correlation (:data:`repmatch.CONSTANT_TOL`).
+
+    Returns
+    -------
+    Similarity
+        The matrix (NumPy, or a torch tensor on a device reduction's device) and the masks of the
+        units that take no part (constant ones; for MI, those whose values fall in one bin).
+    """
     from .mi import MIHistogram
 
-    if measure not in MEASURES:
-        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    check_choice(measure, "measure", MEASURES)
     if isinstance(X, Similarity):
         return X
     if measure == "correlation":
         if isinstance(X, MIHistogram):
-            raise ValueError("an MIHistogram holds no correlations; use measure='mi' or pass activations")
+            raise ValueError("X is an MIHistogram, which holds no correlations; use measure='mi' or pass activations")
         r = as_reduction(X, Y, measure="correlation matching")
         if r.device is not None:  # formed and kept on the reduction's device
-            R, cx, cy = device_between_correlation(r)
+            R, cx, cy = device_between_correlation(r, constant_tol=constant_tol)
             return Similarity(R, cx, cy, measure, r.n_samples)
-        st = correlation_from_reduction(r)
+        st = correlation_from_reduction(r, constant_tol=constant_tol)
         return Similarity(st.between, st.constant_x, st.constant_y, measure, st.n_samples)
-    if isinstance(X, Reduction):
-        raise ValueError(
-            "measure='mi' needs histograms, not moments: pass activations (X, Y) or an MIHistogram, not a Reduction"
-        )
     if isinstance(X, MIHistogram):
         if Y is not None:
             raise ValueError("Y must be omitted when X is an MIHistogram")
         h = X
     else:
-        if Y is None:
-            raise ValueError("Y is required when X is an activation array")
-        h = MIHistogram.from_arrays(X, Y, n_bins=n_bins, zero_threshold=zero_threshold)
+        Xa, Ya = as_rows(X, Y, measure="measure='mi'", needs="histograms", alternative="an MIHistogram")
+        h = MIHistogram.from_arrays(Xa, Ya, n_bins=n_bins, zero_threshold=zero_threshold)
     S = h.mutual_information()
     ex, ey = h.single_bin_x(), h.single_bin_y()
     S[ex, :] = 0.0
     S[:, ey] = 0.0
+    report_constant(ex, ey, measure="MI matching", rule="all their values fall in one bin", stacklevel=3,
+                    consequence="they get zero mutual information and are excluded from matchings")
     return Similarity(S, ex, ey, measure, h.n_samples)
 
 
@@ -293,7 +304,7 @@ def _live(sim: Similarity) -> tuple:
         return lx, ly, None
     if isinstance(sim.S, np.ndarray):
         return lx, ly, sim.S[np.ix_(lx, ly)]
-    return lx, ly, sim.S.index_select(0, _torch_index(sim.S, lx)).index_select(1, _torch_index(sim.S, ly))
+    return lx, ly, _device().select_block(sim.S, lx, ly)
 
 
 def _chance(sub) -> float:
@@ -306,8 +317,7 @@ def _row_best(sub):
     if isinstance(sub, np.ndarray):
         best = np.argmax(sub, axis=1)
         return best, sub[np.arange(sub.shape[0]), best]
-    best = sub.argmax(dim=1)
-    return best.cpu().numpy(), sub.gather(1, best[:, None]).squeeze(1).cpu().numpy()
+    return _device().row_best(sub)
 
 
 def _semi(sim: Similarity, live: tuple) -> SemiMatch:
@@ -327,7 +337,8 @@ def _semi(sim: Similarity, live: tuple) -> SemiMatch:
     )
 
 
-def semi_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6) -> SemiMatch:
+def semi_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6,
+               constant_tol: float = CONSTANT_TOL) -> SemiMatch:
     """Pair every unit of X with its most similar unit of Y (spec/convergent-learning.md section 2).
 
     Parameters
@@ -340,6 +351,9 @@ def semi_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zer
         Similarity to maximise: Pearson correlation (signed, as the authors) or mutual information.
     n_bins, zero_threshold
         MI binning, used when ``measure="mi"`` and arrays are given (see :func:`repmatch.mi_bin_edges`).
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and left unmatched (default
+        :data:`repmatch.CONSTANT_TOL`, the rule of every measure; ``measure="correlation"``).
 
     Returns
     -------
@@ -354,49 +368,55 @@ def semi_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zer
     >>> repmatch.semi_match(X, Y).y.tolist()
     [3, 1, 4, 0, 2]
     """
-    sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold)
+    sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold,
+                            constant_tol=constant_tol)
     return _semi(sim, _live(sim))
 
 
-def _assign(sub, solver: str) -> tuple:
+def _assign(sub, solver: str, assign_tol: float = ASSIGN_TOL) -> tuple:
     """(rows, cols, values, solver used, certified gap) of the maximum-total assignment of ``sub``."""
     on_device = not isinstance(sub, np.ndarray)
     if solver == "auto":
         solver = "auction" if on_device and sub.device.type != "cpu" else "scipy"
     if solver == "auction":
-        from . import _torch
-
-        t = sub if on_device else _torch.to_device(sub, "cpu")
-        ri, ci, gap, _ = _torch.auction_assignment(t, ASSIGN_TOL)
-        if gap <= ASSIGN_TOL:
-            values = t[_torch_index(t, ri), _torch_index(t, ci)].cpu().numpy()
-            return ri, ci, values, "auction", gap
-        why = (f"certified gap {gap:.3g} exceeds ASSIGN_TOL={ASSIGN_TOL:g}" if np.isfinite(gap)
+        backend = _device()
+        t = sub if on_device else backend.to_device(sub, "cpu")
+        ri, ci, gap, _ = backend.auction_assignment(t, assign_tol)
+        if gap <= assign_tol:
+            return ri, ci, backend.entries(t, ri, ci), "auction", gap
+        why = (f"certified gap {gap:.3g} exceeds assign_tol={assign_tol:g}" if np.isfinite(gap)
                else "hit its round limit (many tied similarities)")
         warn(f"the auction assignment {why}; solved exactly with SciPy on the host instead")
-    host = sub if not on_device else sub.cpu().numpy()
+    host = sub if not on_device else _device().to_host(sub)
     ri, ci = scipy.optimize.linear_sum_assignment(host, maximize=True)
     return ri, ci, host[ri, ci], "scipy", 0.0
 
 
-def _torch_index(t, idx: np.ndarray):
-    """``idx`` as an index tensor on ``t``'s device."""
-    import torch
+def _device():
+    """The torch device backend (``repmatch._torch``, what ``Reduction.backend`` gives), imported
+    only when a matrix lives on a device or the auction is asked for: this module imports no torch."""
+    from . import _torch
 
-    return torch.as_tensor(idx, device=t.device)
+    return _torch
 
 
 def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10, zero_threshold=1e-6,
-                    solver: str = "auto") -> BipartiteMatch:
+                    solver: str = "auto", assign_tol: float = ASSIGN_TOL,
+                    constant_tol: float = CONSTANT_TOL) -> BipartiteMatch:
     """One-to-one matching of units maximising the total similarity (spec section 2).
 
-    Parameters are those of :func:`semi_match`, and:
-
+    Parameters
+    ----------
+    X, Y, measure, n_bins, zero_threshold, constant_tol
+        As in :func:`semi_match`.
     solver : {"auto", "scipy", "auction"}
         ``"scipy"``: exact LAPJV (:func:`scipy.optimize.linear_sum_assignment`) on the host.
         ``"auction"``: the auction algorithm on the similarity matrix's torch device (CPU torch for
         host inputs), total within :data:`ASSIGN_TOL` of the optimum (certified). ``"auto"``
         (default): auction when the matrix is on a GPU (a device reduction there), else SciPy.
+    assign_tol : float
+        The auction's certified bound on the total's distance from the optimum (default
+        :data:`ASSIGN_TOL`); a larger certified gap falls back to SciPy, with a warning.
 
     Returns
     -------
@@ -411,16 +431,17 @@ def bipartite_match(X, Y=None, *, measure: str = "correlation", n_bins: int = 10
     the assignment found is one of the optimal ones; the total is unique. ``solver`` and
     ``optimality_gap`` (0 for SciPy, the certified bound for the auction) are in the result.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold)
+    check_choice(solver, "solver", SOLVERS)
+    assign_tol = check_tol(assign_tol, "assign_tol", allow_zero=False)
+    sim = similarity_matrix(X, Y, measure=measure, n_bins=n_bins, zero_threshold=zero_threshold,
+                            constant_tol=constant_tol)
     live = _live(sim)
     semi = _semi(sim, live)
     n_x, n_y = sim.S.shape
     lx, ly, sub = live
     used, gap = "none", 0.0  # no live pair to form: no solver ran
     if sub is not None:
-        ri, ci, v, used, gap = _assign(sub, solver)
+        ri, ci, v, used, gap = _assign(sub, solver, assign_tol)
         x, y = lx[ri], ly[ci]
     else:
         x = y = np.empty(0, dtype=int)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._resolve import as_reduction
 from ._validate import as_rng, check_positive_int
 from .reduce import Reduction
-from .stats import as_reduction, correlation_from_reduction
+from .correlation import correlation_from_reduction
 
 __all__ = ["RotationBaseline", "HeldoutMatch", "rotation_baseline", "heldout_match", "rotate_y"]
 
@@ -102,7 +103,22 @@ class RotationBaseline:
 
 
 def rotate_y(r: Reduction, Q: np.ndarray, live_y: np.ndarray) -> Reduction:
-    """A reduction of ``[X, Y']`` where ``Y'[:, live_y] = Y[:, live_y] @ Q`` (other columns unchanged)."""
+    """A reduction of ``[X, Y']`` where ``Y'[:, live_y] = Y[:, live_y] @ Q`` (other columns unchanged).
+
+    Parameters
+    ----------
+    r : Reduction
+        The two layers.
+    Q : ndarray of shape (len(live_y), len(live_y))
+        An orthogonal matrix.
+    live_y : array of int
+        The Y units to rotate.
+
+    Returns
+    -------
+    Reduction
+        A new host reduction of the rotated layers (moments only).
+    """
     n = r.n_x + r.n_y
     T = np.eye(n)
     idx = r.n_x + np.asarray(live_y, dtype=int)
@@ -207,10 +223,11 @@ class HeldoutMatch:
 
 
 def _as_red(obj, name):
+    """``fit`` / ``score`` (a Reduction, or a pair ``(X, Y)``) through the one resolver."""
     if isinstance(obj, Reduction):
-        return obj
+        return as_reduction(obj, measure="heldout_match", names=(name, "Y"))
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        return as_reduction(obj[0], obj[1], measure=name)
+        return as_reduction(obj[0], obj[1], measure="heldout_match", names=(f"{name}[0]", f"{name}[1]"))
     raise ValueError(f"{name} must be a Reduction or a pair (X, Y) of activation arrays, got {type(obj).__name__}")
 
 
@@ -235,6 +252,12 @@ def heldout_match(fit, score, *, cross: bool = True) -> HeldoutMatch:
         The two layers on two disjoint sets of inputs (e.g. two halves of the test images).
     cross : bool
         Also fit on ``score`` and score on ``fit``, and average the two directions.
+
+    Returns
+    -------
+    HeldoutMatch
+        Held-out and in-sample means of both matchings, the pairs' stability across the two
+        directions (NaN without ``cross``) and each direction's numbers.
     """
     import warnings
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_rng, check_positive_int
-from .stats import as_reduction, correlation_from_reduction
+from ._validate import as_rng, check_choice, check_fraction, check_positive_int
+from ._resolve import as_reduction
+from .correlation import correlation_from_reduction
 
 __all__ = ["ClusterResult", "ClusterSweep", "spectral_clusters", "cluster_sweep", "hierarchical_groups"]
 
@@ -268,7 +269,24 @@ def spectral_clusters(X, Y=None, *, n_clusters: int = 8, n_random: int = 200, rn
 
 def cluster_sweep(X, Y=None, *, n_clusters=(2, 4, 8, 16, 32), n_random: int = 100, rng=None) -> ClusterSweep:
     """:func:`spectral_clusters` at every cluster count in ``n_clusters`` (counts above the number
-    of live units are rejected), from one correlation matrix."""
+    of live units are rejected), from one correlation matrix.
+
+    Parameters
+    ----------
+    X : array (n_samples, n_x) or Reduction
+    Y : array (n_samples, n_y), optional (omit with a Reduction)
+    n_clusters : sequence of int
+        Cluster counts, each at most the number of live units.
+    n_random : int
+        Random partitions per count for the baseline (0 to skip).
+    rng : None, int or Generator
+        Seeds the clusterings and the random partitions.
+
+    Returns
+    -------
+    ClusterSweep
+        One :class:`ClusterResult` per count.
+    """
     ks = np.atleast_1d(np.asarray(n_clusters))
     if ks.ndim != 1 or ks.size == 0:
         raise ValueError(f"n_clusters must be a non-empty sequence of integers, got {n_clusters!r}")
@@ -294,14 +312,33 @@ def hierarchical_groups(
     [0, 1] (merge while the linkage distance is at most this: ``max_distance=0.5`` makes groups
     whose units correlate at |r| >= 0.5 on average). ``linkage`` is SciPy's method
     (``"average"``, ``"complete"``, ``"single"``). NumPy/SciPy only.
+
+    Parameters
+    ----------
+    X : array (n_samples, n_x) or Reduction
+    Y : array (n_samples, n_y), optional (omit with a Reduction)
+    n_groups : int, optional
+        Number of groups to cut the tree into.
+    max_distance : float in [0, 1], optional
+        Merge while the linkage distance is at most this.
+    linkage : {"average", "complete", "single"}
+        SciPy's linkage method.
+    n_random : int
+        Random partitions of the same sizes for the baseline (0 to skip).
+    rng : None, int or Generator
+        Seeds the random partitions.
+
+    Returns
+    -------
+    ClusterResult
+        ``method="agglomerative"``; constant units labelled -1.
     """
     import scipy.cluster.hierarchy as sch
     from scipy.spatial.distance import squareform
 
     if (n_groups is None) == (max_distance is None):
         raise ValueError("give exactly one of n_groups or max_distance")
-    if linkage not in ("average", "complete", "single"):
-        raise ValueError(f"linkage must be one of ('average', 'complete', 'single'), got {linkage!r}")
+    check_choice(linkage, "linkage", ("average", "complete", "single"))
     A, live, n_x = _affinity(X, Y, "hierarchical_groups")
     n_random = check_positive_int(n_random, "n_random", minimum=0)
     if live.size == 1:
@@ -315,8 +352,6 @@ def hierarchical_groups(
             k = _check_k(n_groups, live.size, "n_groups")
             labels = sch.fcluster(Z, t=k, criterion="maxclust") - 1
         else:
-            t = float(max_distance)
-            if not (0.0 <= t <= 1.0):
-                raise ValueError(f"max_distance must lie in [0, 1], got {max_distance!r}")
+            t = check_fraction(max_distance, "max_distance", high_open=False)
             labels = sch.fcluster(Z, t=t, criterion="distance") - 1
     return _result(A, live, n_x, labels, "agglomerative", n_random, rng)

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from ._validate import check_positive_int
+from ._validate import check_choice, check_positive_int
 from .reduce import METHODS, Reduction
 
 __all__ = [
@@ -74,6 +74,11 @@ def get_client(scheduler=None, *, client=None, n_workers: int | None = None, thr
     connect_timeout : float, optional
         Seconds to wait for ``scheduler`` (default: dask's ``distributed.comm.timeouts.connect``);
         an unreachable scheduler is a ValueError naming its address.
+
+    Returns
+    -------
+    contextlib context manager
+        Yields the client; on exit, closes the client and the cluster if this call started them.
 
     Examples
     --------
@@ -128,6 +133,18 @@ def as_dask_array(a, name: str = "X"):
     """A 2-D dask array from a dask array, a zarr array or store path, or an in-memory array.
 
     Raises ValueError naming ``name`` for anything else or for arrays that are not 2-D.
+
+    Parameters
+    ----------
+    a : dask array, zarr array, str path to a zarr store, or array_like
+        The activations.
+    name : str
+        The argument's name, for messages.
+
+    Returns
+    -------
+    dask.array.Array
+        2-D.
     """
     _require_dask()
     import dask.array as da
@@ -196,12 +213,24 @@ def reduce_blocks(X, Y, *, method: str = "gram", chunk_rows: int | None = None):
 
     Build several of them (layers, pairs of seeds) and compute them together in one
     ``client.compute([...])`` call; :func:`reduce_dask` does this for one pair.
+
+    Parameters
+    ----------
+    X, Y : as in :func:`reduce_dask`
+    method : {"gram", "qr"}
+        As in :class:`~repmatch.Reduction`.
+    chunk_rows : int, optional
+        Rows per task (default: X's row chunks).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computes to the merged :class:`~repmatch.Reduction`.
     """
     _require_dask()
     import dask
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, "method", METHODS)
     X, Y = _aligned(as_dask_array(X, "X"), as_dask_array(Y, "Y"), chunk_rows)
     bx = X.to_delayed().ravel()
     by = Y.to_delayed().ravel()
@@ -254,6 +283,23 @@ def sweep(reductions: dict, eps, *, tol: float | None = None, client=None, sched
     Returns ``{key: SimilarityCurve}`` in the order of ``reductions``, equal to
     ``repmatch.similarity_curve(r, eps=eps)`` for every item. Reductions on a torch device are
     sent to the workers as host copies (``r.to(None)``).
+
+    Parameters
+    ----------
+    reductions : dict
+        ``{key: Reduction}``.
+    eps : sequence of float
+        The ε grid, each in [0, 1).
+    tol : float, optional
+        The distance tolerance of the solver (default: the reduction method's, see
+        :func:`repmatch.similarity_curve`).
+    client, scheduler, n_workers
+        Where to run (see :func:`get_client`).
+
+    Returns
+    -------
+    dict
+        ``{key: SimilarityCurve}`` in the order of ``reductions``.
     """
     from ._validate import check_eps_grid
 
@@ -291,6 +337,20 @@ def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0,
     Same arguments and the same result (matches, their order and ``found_for``) as the serial
     function: the deletion orders are drawn on the client from ``rng`` in the serial order and the
     searches, which are independent, run as ``tasks`` tasks (default: 4 per worker).
+
+    Parameters
+    ----------
+    X, Y, eps, rng, restarts, method, tol
+        As in :func:`repmatch.simple_matches`.
+    tasks : int, optional
+        Number of tasks (default: 4 per worker).
+    client, scheduler, n_workers
+        Where to run (see :func:`get_client`).
+
+    Returns
+    -------
+    SimpleMatches
+        Equal to the serial function's result.
     """
     from .simple import _assemble, _plan
 
@@ -325,6 +385,22 @@ def save_zarr(array, path, *, chunk_rows: int = 65536, overwrite: bool = False) 
 
     The store is written to ``path + ".tmp-<pid>"`` and renamed into place when complete, so a
     store at ``path`` is always whole. Returns ``path``.
+
+    Parameters
+    ----------
+    array : array_like or dask array
+        2-D.
+    path : str
+        Where the store goes.
+    chunk_rows : int
+        Rows per chunk.
+    overwrite : bool
+        Replace an existing store at ``path``.
+
+    Returns
+    -------
+    str
+        ``path``.
     """
     _require_dask()
     import shutil
@@ -351,7 +427,18 @@ def save_zarr(array, path, *, chunk_rows: int = 65536, overwrite: bool = False) 
 
 
 def saved_layers(directory) -> dict:
-    """``{network: {layer: entry}}`` from the manifest of a ``repmatch extract --save DIR`` directory."""
+    """``{network: {layer: entry}}`` from the manifest of a ``repmatch extract --save DIR`` directory.
+
+    Parameters
+    ----------
+    directory : str or PathLike
+        A ``repmatch extract --save`` directory.
+
+    Returns
+    -------
+    dict
+        ``{network: {layer: entry}}``.
+    """
     from .io import read_saved_manifest
 
     return read_saved_manifest(directory).get("networks", {})
@@ -359,7 +446,20 @@ def saved_layers(directory) -> dict:
 
 def saved_layer(directory, network: str, layer: str):
     """One layer of one network from a ``repmatch extract --save DIR`` directory, as a dask array
-    with one chunk per saved batch (read lazily on the workers)."""
+    with one chunk per saved batch (read lazily on the workers).
+
+    Parameters
+    ----------
+    directory : str or PathLike
+        A ``repmatch extract --save`` directory.
+    network, layer : str
+        Which network and layer.
+
+    Returns
+    -------
+    dask.array.Array
+        One chunk per saved batch.
+    """
     _require_dask()
     import dask
     import dask.array as da

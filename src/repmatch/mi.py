@@ -252,19 +252,13 @@ def mutual_information(X, Y=None, *, n_bins: int = 10, zero_threshold: float | N
     A :class:`~repmatch.Reduction` holds moments, not histograms: passing one raises ValueError.
     Stream an :class:`MIHistogram` instead.
     """
-    from .reduce import Reduction
+    from ._resolve import as_rows
 
-    if isinstance(X, Reduction):
-        raise ValueError(
-            "mutual information needs histograms, not moments: pass activations (X, Y) or an MIHistogram, "
-            "not a Reduction"
-        )
     if isinstance(X, MIHistogram):
         if Y is not None:
             raise ValueError("Y must be omitted when X is an MIHistogram")
         return X.mutual_information(bias_correction=bias_correction)
-    if Y is None:
-        raise ValueError("Y is required when X is an activation array")
-    return MIHistogram.from_arrays(X, Y, n_bins=n_bins, zero_threshold=zero_threshold).mutual_information(
+    Xa, Ya = as_rows(X, Y, measure="mutual information", needs="histograms", alternative="an MIHistogram")
+    return MIHistogram.from_arrays(Xa, Ya, n_bins=n_bins, zero_threshold=zero_threshold).mutual_information(
         bias_correction=bias_correction
     )

@@ -40,6 +40,22 @@ def curve_area(eps, similarity, *, max_epsilon: float, live_fraction: float) -> 
     """``(area, low, high)`` of a non-decreasing step curve on [0, 1) known at ``eps`` (module docstring).
 
     ``similarity`` equals ``live_fraction`` for every ε >= ``max_epsilon``.
+
+    Parameters
+    ----------
+    eps : array of float
+        The grid, increasing, in [0, 1).
+    similarity : array of float
+        The curve's values on ``eps`` (non-decreasing).
+    max_epsilon : float
+        Where the curve reaches ``live_fraction``.
+    live_fraction : float
+        The curve's value from ``max_epsilon`` on.
+
+    Returns
+    -------
+    tuple
+        ``(area, low, high)``: the area under the step curve and bounds on it from the grid.
     """
     e = np.asarray(eps, dtype=float)
     s = np.asarray(similarity, dtype=float)
@@ -75,6 +91,20 @@ def eps_at_fraction(X, Y=None, *, fraction: float = EPS50_FRACTION, live: tuple 
 
     Returns ``{"eps", "min_size", "size_x", "size_y"}`` (``eps`` None when a side has no live
     neuron; 1.0, with ``"none_below_1": True``, when no ε < 1 reaches the size, as for max_epsilon). ``live = (n_live_x, n_live_y)`` skips finding the dead neurons again.
+
+    Parameters
+    ----------
+    X : array (n_samples, n_x) or Reduction
+    Y : array (n_samples, n_y), optional
+    fraction : float in (0, 1]
+        Share of the live neurons of each side that must be matched.
+    live : tuple of int, optional
+        ``(n_live_x, n_live_y)`` when already known.
+
+    Returns
+    -------
+    dict
+        ``{"eps", "min_size", "size_x", "size_y"}`` (and ``"none_below_1"`` when no ε < 1 reaches it).
     """
     from .subspace import NoMatchError, maximum_match, minimal_epsilon
 
@@ -100,8 +130,23 @@ def eps_at_fraction(X, Y=None, *, fraction: float = EPS50_FRACTION, live: tuple 
 
 
 def summarize_curve(X, Y=None, *, eps=HEADLINE_GRID, fraction: float = EPS50_FRACTION) -> dict:
-    """The curve on ``eps`` and its summaries (``max_epsilon``, ``eps_50``, ``area``) from one reduction."""
-    from .stats import as_reduction
+    """The curve on ``eps`` and its summaries (``max_epsilon``, ``eps_50``, ``area``) from one reduction.
+
+    Parameters
+    ----------
+    X : array (n_samples, n_x) or Reduction
+    Y : array (n_samples, n_y), optional
+    eps : sequence of float
+        The ε grid (default: the headline grid of :mod:`repmatch.protocol`).
+    fraction : float
+        As in :func:`eps_at_fraction`.
+
+    Returns
+    -------
+    dict
+        The curve and its summaries (``max_epsilon``, ``eps_50``, ``area``, sizes, dead neurons).
+    """
+    from ._resolve import as_reduction
     from .subspace import similarity_curve
 
     r = X if Y is None else as_reduction(X, Y, measure="the MMS curve")

@@ -567,6 +567,93 @@ class Reduction:
         with np.errstate(over="ignore", under="ignore"):
             return self._r * self._scale
 
+    # ------------------------------------------------------------------ public accessors
+    # What code outside this module reads instead of the private fields (issue 15): the statistics
+    # in the stored units, the rounding bookkeeping, the rows kept for a solver, the cache of derived
+    # values, the persisted fields and the device backend. Arrays come back as read-only views.
+    @staticmethod
+    def _read_only(a: np.ndarray) -> np.ndarray:
+        v = a.view()
+        v.setflags(write=False)
+        return v
+
+    @property
+    def backend(self):
+        """The device backend (the module ``repmatch._torch``) of a device reduction; None on the host.
+
+        Measures hand device work to it (e.g. ``r.backend.between_correlation``) so that they never
+        import torch themselves."""
+        return None if self.device is None else _torch_backend()
+
+    @property
+    def stored_mean(self) -> np.ndarray:
+        """Per-neuron means in the stored units (the data divided by :attr:`scale`), host float64."""
+        return self._read_only(self._mean)
+
+    @property
+    def stored_comoment(self) -> np.ndarray:
+        """The centred co-moment in the stored units (``comoment / outer(scale, scale)``), host float64."""
+        return self._read_only(self._comoment)
+
+    @property
+    def stored_r(self) -> np.ndarray | None:
+        """The TSQR factor in the stored units (``method="qr"``), else None."""
+        r = self._r
+        return None if r is None else self._read_only(r)
+
+    def scaled_gram(self) -> np.ndarray:
+        """The uncentred Gram matrix in the stored units: never under- or overflows (read-only)."""
+        return self._read_only(self._scaled_gram())
+
+    def side_scaled(self, center: bool = True) -> np.ndarray:
+        """Covariance (``center``) or Gram / n with each layer in units of its own largest scale
+        (what CKA, CCA and Procrustes read); a new array."""
+        return self._side_scaled(center)
+
+    def noise(self) -> np.ndarray:
+        """Per-neuron rounding-error scale of the unit-diagonal Gram matrix (see ``_noise``)."""
+        return self._noise()
+
+    def factor_noise(self) -> float:
+        """Relative column-wise backward error of the TSQR factor (see ``_factor_noise``)."""
+        return self._factor_noise()
+
+    @property
+    def rows(self):
+        """``(X, Y)`` float64 arrays kept by :meth:`attach_rows` (for solvers that settle close calls
+        on the raw data), or None."""
+        return self._raw
+
+    def attach_rows(self, X: np.ndarray, Y: np.ndarray) -> "Reduction":
+        """Keep the rows this reduction was built from (checked: float64 with matching shapes)."""
+        X, Y = np.asarray(X), np.asarray(Y)
+        if X.dtype != np.float64 or Y.dtype != np.float64 or X.shape != (self.n_samples, self.n_x) \
+                or Y.shape != (self.n_samples, self.n_y):
+            raise ValueError(f"attach_rows needs float64 arrays of shapes {(self.n_samples, self.n_x)} and "
+                             f"{(self.n_samples, self.n_y)}, got {X.dtype} {X.shape} and {Y.dtype} {Y.shape}")
+        self._raw = (X, Y)
+        return self
+
+    def cached(self, key, compute):
+        """``compute()``, memoised on this reduction under ``key`` until its next update or merge."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def npz_fields(self) -> dict:
+        """The arrays a file stores for this reduction (what :meth:`save` and ``io.save_reductions`` write)."""
+        return self._npz_fields()
+
+    @classmethod
+    def from_npz_fields(cls, fields: dict, source: str = "<npz>") -> "Reduction":
+        """A reduction from the fields :meth:`npz_fields` gave, checked (``source`` names them in errors)."""
+        return cls._from_npz_dict(fields, source)
+
+    def rescale_for(self, maxabs: np.ndarray) -> None:
+        """Backend hook: re-express the accumulators in units safe for a batch of per-neuron maxima
+        ``maxabs`` (true units), before the batch is divided by :attr:`scale` and accumulated."""
+        self._rescale(self._scales_for(np.asarray(maxabs, dtype=np.float64)))
+
     # ------------------------------------------------------------------ error bookkeeping
     def _noise(self) -> np.ndarray:
         """Per-neuron error scale ``eta`` of the unit-diagonal Gram matrix of the live neurons.

@@ -17,6 +17,10 @@ In memory only (arrays)
 Degenerate input
 ----------------
 * fewer than 2 rows (4 for debiased CKA): ValueError naming the argument;
+* constant units (the rule of :data:`repmatch.CONSTANT_TOL`, ``constant_tol=`` of every function)
+  are centred to exactly zero, so every score equals the score of the layers without them; they
+  are reported in a :class:`~repmatch.RepmatchWarning` (with ``center=False`` they are kept: an
+  uncentred constant unit is a real direction);
 * a layer with no variance at all (every unit constant): ValueError, since every score would be 0/0;
 * rank-deficient layers: CCA-based scores use the numerical rank (eigenvalues of the covariance
   above :data:`RANK_TOL` times the largest); the rank is reported in ``Score.details``. When
@@ -36,9 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import check_pair, warn
-from .reduce import Reduction
-from .stats import as_reduction
+from ._resolve import as_reduction, as_rows
+from ._validate import CONSTANT_TOL, check_tol, constant_units, report_constant, warn
 
 __all__ = [
     "RANK_TOL",
@@ -144,15 +147,21 @@ def _score(name, value, n, **details) -> Score:
     return Score(name, float(value), REFERENCE_MEASURES[name].larger_is_more_similar, int(n), details)
 
 
-def _covariances(X, Y, measure, center=True):
-    r = as_reduction(X, Y, measure=measure)
-    if r.n_samples < 2:
-        raise ValueError(f"{measure} needs at least 2 samples, got {r.n_samples}")
-    # each layer in units of its own largest neuron scale (Reduction._side_scaled), then each block
+def _covariances(X, Y, measure, center=True, constant_tol=CONSTANT_TOL):
+    constant_tol = check_tol(constant_tol, "constant_tol")
+    r = as_reduction(X, Y, measure=measure, min_samples=2)
+    # each layer in units of its own largest neuron scale (Reduction.side_scaled), then each block
     # divided by its largest entry: every measure here is invariant to scaling a whole layer, and
     # nothing under- or overflows when the scores square the covariances (data at 1e-300 or 1e300)
-    C = r._side_scaled(center)
+    C = r.side_scaled(center)
     nx = r.n_x
+    if center:  # the constant-unit rule, in the stored units (mean and spread in the same units)
+        const = constant_units(r.stored_mean, np.sqrt(np.maximum(np.diag(r.stored_comoment), 0.0) / r.n_samples),
+                               tol=constant_tol)
+        C[const, :] = 0.0
+        C[:, const] = 0.0
+        report_constant(const[:nx], const[nx:], measure=measure, stacklevel=4,
+                        consequence="they are centred to zero and take no part in the score", see=None)
     for sl in (slice(0, nx), slice(nx, None)):
         big = np.abs(C[sl, sl]).max()
         if big > 0:
@@ -166,34 +175,31 @@ def _covariances(X, Y, measure, center=True):
     return Sxx, Syy, Sxy, r.n_samples
 
 
-def _in_memory(X, Y, measure, min_samples):
-    if isinstance(X, Reduction):
-        raise ValueError(
-            f"{measure} needs the rows themselves, not streamed moments: pass activation arrays (X, Y), "
-            "not a Reduction"
-        )
-    if Y is None:
-        raise ValueError(f"Y is required for {measure}")
-    Xa, Ya = check_pair(X, Y)
-    n = Xa.shape[0]
-    if n < min_samples:
-        raise ValueError(f"X and Y have {n} rows; {measure} needs at least {min_samples}")
-    out = []
+def _in_memory(X, Y, measure, min_samples, constant_tol=CONSTANT_TOL):
+    constant_tol = check_tol(constant_tol, "constant_tol")
+    Xa, Ya = as_rows(X, Y, measure=measure, min_samples=min_samples)
+    out, consts = [], []
     for name, A in (("X", Xa), ("Y", Ya)):
         # a power of two (exact) brings the layer's largest value to [0.5, 1): the scores below are
         # invariant to scaling a layer, and its squares and kernels then neither under- nor overflow
         big = float(np.abs(A).max())
         unit = float(np.ldexp(1.0, int(np.frexp(big)[1]))) if big > 0 else 1.0
         As = A / unit
-        Ac = As - As.mean(axis=0)
+        mean = As.mean(axis=0)
+        Ac = As - mean
+        const = constant_units(mean, np.sqrt(np.mean(Ac**2, axis=0)), tol=constant_tol)
+        Ac[:, const] = 0.0
+        consts.append(const)
         if not np.any(Ac):
             raise ValueError(f"{name} has no variance (every unit is constant); {measure} is undefined")
         out.append((Ac, unit))
+    report_constant(consts[0], consts[1], measure=measure, stacklevel=4,
+                    consequence="they are centred to zero and take no part in the score", see=None)
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
 # ---------------------------------------------------------------------------- CKA
-def linear_cka(X, Y=None) -> Score:
+def linear_cka(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Linear centred kernel alignment, exact, in feature space (Kornblith et al. 2019, eq. 5).
 
     ``CKA = ||S_xy||_F^2 / (||S_xx||_F ||S_yy||_F)`` with ``S`` the centred covariances, which equals
@@ -201,8 +207,23 @@ def linear_cka(X, Y=None) -> Score:
     Accepts arrays or a :class:`~repmatch.Reduction` (``Y`` omitted). Range [0, 1], larger = more
     similar; invariant to orthogonal transforms, isotropic scaling and translation, not to
     arbitrary invertible maps or per-unit scaling.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1], larger = more similar.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "linear_cka")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "linear_cka", constant_tol=constant_tol)
     value = np.sum(Sxy**2) / (np.linalg.norm(Sxx) * np.linalg.norm(Syy))
     return _score("linear_cka", min(max(value, 0.0), 1.0), n)
 
@@ -219,14 +240,29 @@ def _hsic_unbiased_linear(Xc, Yc):
     return (tr_kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)) / (n * (n - 3))
 
 
-def debiased_linear_cka(X, Y=None) -> Score:
+def debiased_linear_cka(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Linear CKA with the unbiased HSIC estimator (Kornblith et al. 2019; Song et al. 2012).
 
     Removes the positive bias of plain CKA at small ``n_samples / n_units``; can be slightly
     negative for unrelated layers. In memory only (needs per-row norms, which a Reduction does not
     keep); needs at least 4 rows. Computed in O(n p^2) without forming n x n kernels.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x)
+        Activations of the first layer (in memory; a Reduction raises ValueError).
+    Y : array of shape (n_samples, n_y)
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [-1, 1] (slightly negative for unrelated layers).
     """
-    Xc, Yc, _, _ = _in_memory(X, Y, "debiased_linear_cka", 4)
+    Xc, Yc, _, _ = _in_memory(X, Y, "debiased_linear_cka", 4, constant_tol)
     hxy = _hsic_unbiased_linear(Xc, Yc)
     hxx = _hsic_unbiased_linear(Xc, Xc)
     hyy = _hsic_unbiased_linear(Yc, Yc)
@@ -248,17 +284,34 @@ def _rbf_gram(A, threshold):
     return np.exp(-d2 / (2.0 * sigma2)), float(np.sqrt(sigma2))
 
 
-def rbf_cka(X, Y=None, *, threshold: float = 0.5) -> Score:
+def rbf_cka(X, Y=None, *, threshold: float = 0.5, constant_tol: float = CONSTANT_TOL) -> Score:
     """CKA with Gaussian (RBF) kernels, in memory (Kornblith et al. 2019).
 
     The bandwidth of each layer is ``sigma = threshold * sqrt(median squared distance)`` over all
     pairs of rows (diagonal included, as in the CKA authors' demo), so the score is invariant to
     isotropic scaling. Memory O(n^2): subsample rows for large n. Larger = more similar, range [0, 1].
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x)
+        Activations of the first layer (in memory; a Reduction raises ValueError).
+    Y : array of shape (n_samples, n_y)
+        Activations of the second layer on the same inputs.
+    threshold : float
+        Bandwidth as a multiple of the root median squared distance (> 0).
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the bandwidths ``sigma_x``, ``sigma_y`` (data units).
     """
     t = float(threshold)
     if not np.isfinite(t) or t <= 0:
         raise ValueError(f"threshold must be a positive number, got {threshold!r}")
-    Xc, Yc, ux, uy = _in_memory(X, Y, "rbf_cka", 2)
+    Xc, Yc, ux, uy = _in_memory(X, Y, "rbf_cka", 2, constant_tol)
     K, sx = _rbf_gram(Xc, t)
     L, sy = _rbf_gram(Yc, t)
     sx, sy = sx * ux, sy * uy  # bandwidths in the data's units
@@ -297,17 +350,34 @@ def _cca_from_cov(Sxx, Syy, Sxy, n, name):
     return rho, Wx @ A, rank_x, rank_y
 
 
-def cca(X, Y=None, *, center: bool = True) -> np.ndarray:
+def cca(X, Y=None, *, center: bool = True, constant_tol: float = CONSTANT_TOL) -> np.ndarray:
     """Canonical correlations of X and Y, descending, ``min(rank_x, rank_y)`` of them, in [0, 1].
 
     From moments (arrays or a Reduction). Numerical ranks as in the module docstring.
     ``center=False`` uses uncentred second moments (see :func:`mean_squared_cca`).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    center : bool
+        Centre each unit first (default); ``False`` uses uncentred second moments.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    ndarray
+        The canonical correlations, descending, in [0, 1].
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "cca", center)
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "cca", center, constant_tol)
     return _cca_from_cov(Sxx, Syy, Sxy, n, "cca")[0]
 
 
-def mean_squared_cca(X, Y=None, *, center: bool = True) -> Score:
+def mean_squared_cca(X, Y=None, *, center: bool = True, constant_tol: float = CONSTANT_TOL) -> Score:
     """Mean squared canonical correlation ``R^2_CCA`` (Kornblith et al. 2019, Table 1).
 
     Invariant to any invertible linear map of either layer (and so to per-unit scaling). Larger =
@@ -316,8 +386,25 @@ def mean_squared_cca(X, Y=None, *, center: bool = True) -> Score:
     ``center=True`` (default) centres each unit first, so the score is translation invariant.
     ``center=False`` works on the raw (uncentred) columns, which is what the CKA authors' demo
     does for CCA: the golden value 0.54312 of spec/field.md is the uncentred one (centred: 0.54540).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    center : bool
+        Centre each unit first (default); ``False`` uses uncentred second moments.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the numerical ranks and ``center``.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "mean_squared_cca", center)
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "mean_squared_cca", center, constant_tol)
     rho, _, rx, ry = _cca_from_cov(Sxx, Syy, Sxy, n, "mean_squared_cca")
     return _score("mean_squared_cca", np.mean(rho**2), n, rank_x=rx, rank_y=ry, center=bool(center))
 
@@ -332,30 +419,62 @@ def _top_variance(S, keep):
     return U[:, :k]
 
 
-def svcca(X, Y=None, *, keep: float = 0.99) -> Score:
+def svcca(X, Y=None, *, keep: float = 0.99, constant_tol: float = CONSTANT_TOL) -> Score:
     """SVCCA (Raghu et al. 2017): keep the top principal directions of each layer explaining
     ``keep`` of its variance, then the mean canonical correlation between the reduced layers.
 
     From moments. Larger = more similar, range [0, 1]. Invariant to orthogonal maps and isotropic
     scaling (not to per-unit scaling, which changes the principal directions).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    keep : float in (0, 1]
+        Share of each layer's variance its kept principal directions explain.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the directions kept, ``kept_x`` and ``kept_y``.
     """
     k = float(keep)
     if not (0.0 < k <= 1.0):
         raise ValueError(f"keep must lie in (0, 1], got {keep!r}")
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "svcca")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "svcca", constant_tol=constant_tol)
     Vx, Vy = _top_variance(Sxx, k), _top_variance(Syy, k)
     rho, _, rx, ry = _cca_from_cov(Vx.T @ Sxx @ Vx, Vy.T @ Syy @ Vy, Vx.T @ Sxy @ Vy, n, "svcca")
     return _score("svcca", np.mean(rho), n, kept_x=int(Vx.shape[1]), kept_y=int(Vy.shape[1]))
 
 
-def pwcca(X, Y=None) -> Score:
+def pwcca(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Projection-weighted CCA (Morcos et al. 2018): canonical correlations averaged with weights
     ``alpha_i = sum_j |<h_i, x_j>|``, ``h_i`` the i-th unit-norm canonical variate of X and ``x_j``
     the centred activation vector of unit j of X (the weights come from X: not symmetric).
 
     From moments. Larger = more similar, range [0, 1].
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        ``value`` in [0, 1]; ``details`` has the numerical ranks.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "pwcca")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "pwcca", constant_tol=constant_tol)
     rho, A, rx, ry = _cca_from_cov(Sxx, Syy, Sxy, n, "pwcca")
     A = A[:, : rho.size]
     # <h_i, x_j> / n = (Sxx a_i)_j ; ||h_i||^2 / n = a_i^T Sxx a_i (= 1 by whitening)
@@ -368,14 +487,29 @@ def pwcca(X, Y=None) -> Score:
 
 
 # ---------------------------------------------------------------------------- Procrustes
-def procrustes_distance(X, Y=None) -> Score:
+def procrustes_distance(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> Score:
     """Orthogonal Procrustes distance between centred, Frobenius-normalised layers.
 
     ``d = sqrt(2 - 2 ||X~^T Y~||_*)`` with ``X~ = X_c / ||X_c||_F`` (Ding et al. 2021); the
     minimum over orthogonal ``Q`` of ``||X~ Q - Y~||_F`` (zero-padding the narrower layer). A
     distance: smaller = more similar, range [0, sqrt(2)], 0 iff Y is a rotated, scaled, shifted X.
     From moments.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+        Activations of the first layer, or a :class:`~repmatch.Reduction` of both (``Y`` omitted).
+    Y : array of shape (n_samples, n_y), optional
+        Activations of the second layer on the same inputs.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant and centred to exactly zero
+        (default :data:`repmatch.CONSTANT_TOL`; module docstring).
+
+    Returns
+    -------
+    Score
+        A distance in [0, sqrt(2)], smaller = more similar.
     """
-    Sxx, Syy, Sxy, n = _covariances(X, Y, "procrustes")
+    Sxx, Syy, Sxy, n = _covariances(X, Y, "procrustes", constant_tol=constant_tol)
     nuc = np.linalg.svd(Sxy, compute_uv=False).sum() / np.sqrt(np.trace(Sxx) * np.trace(Syy))
     return _score("procrustes", np.sqrt(max(0.0, 2.0 - 2.0 * min(nuc, 1.0))), n)

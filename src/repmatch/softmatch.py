@@ -54,8 +54,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import check_positive_int
-from .stats import CONSTANT_TOL, as_reduction
+from ._resolve import as_reduction
+from ._validate import CONSTANT_TOL, check_choice, check_positive_int, check_tol, constant_units, report_constant
 
 __all__ = ["SoftMatch", "soft_match", "soft_matching_distance", "soft_match_from_correlation", "transport_costs", "LINPROG_TOL",
            "SOLVERS", "MAX_ASSIGNMENT"]
@@ -151,12 +151,24 @@ class SoftMatch:
                    constant_y=bools(d["constant_y"], ny), standardize=bool(d["standardize"]), solver=str(d["solver"]))
 
 
-def transport_costs(X, Y=None, *, standardize: bool = True) -> tuple:
+def transport_costs(X, Y=None, *, standardize: bool = True, constant_tol: float = CONSTANT_TOL) -> tuple:
     """``(costs, correlations, constant_x, constant_y, n_samples)`` of two layers (module docstring).
 
-    ``costs[i, j]`` is the mean squared difference over samples between centred (and, with
-    ``standardize``, unit-variance) unit i of X and unit j of Y; ``correlations`` is 0 where a unit
-    is constant.
+    Parameters
+    ----------
+    X, Y : arrays (n_samples, n_x), (n_samples, n_y); or a Reduction as X with Y omitted
+    standardize : bool
+        Scale every live unit to unit variance (default) or keep the centred scale.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` are constant (default
+        :data:`repmatch.CONSTANT_TOL`): the zero vector after centring.
+
+    Returns
+    -------
+    tuple
+        ``costs[i, j]``, the mean squared difference over samples between centred (and, with
+        ``standardize``, unit-variance) unit i of X and unit j of Y; ``correlations``, 0 where a
+        unit is constant; the constant-unit masks; the number of samples.
     """
     r = as_reduction(X, Y, measure="soft matching")
     if r.n_samples < 2:
@@ -166,7 +178,7 @@ def transport_costs(X, Y=None, *, standardize: bool = True) -> tuple:
     mean = r.mean
     var = np.maximum(np.diag(C), 0.0)
     std = np.sqrt(var)
-    const = (std == 0) | (std <= CONSTANT_TOL * np.abs(mean))
+    const = constant_units(mean, std, tol=constant_tol)
     scale = np.zeros_like(std)
     scale[~const] = 1.0 / std[~const]
     nx = r.n_x
@@ -180,6 +192,8 @@ def transport_costs(X, Y=None, *, standardize: bool = True) -> tuple:
         cross = np.where(const[:nx, None] | const[None, nx:], 0.0, C[:nx, nx:])
     costs = sq[:nx, None] + sq[None, nx:] - 2.0 * cross
     np.maximum(costs, 0.0, out=costs)  # rounding can make |x - y|^2 of equal units a hair negative
+    report_constant(const[:nx], const[nx:], measure="soft matching", stacklevel=3,
+                    consequence="they are the zero vector after centring and still carry mass 1/n")
     return costs, corr, const[:nx].copy(), const[nx:].copy(), n
 
 
@@ -196,7 +210,7 @@ def _assignment_plan(costs: np.ndarray) -> np.ndarray:
     return P
 
 
-def _linprog_plan(costs: np.ndarray) -> np.ndarray:
+def _linprog_plan(costs: np.ndarray, tol: float = LINPROG_TOL) -> np.ndarray:
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
@@ -207,14 +221,15 @@ def _linprog_plan(costs: np.ndarray) -> np.ndarray:
     A = sp.vstack([rows, cols], format="csr")
     b = np.concatenate([np.full(nx, 1.0 / nx), np.full(ny, 1.0 / ny)])
     res = linprog(costs.ravel(), A_eq=A, b_eq=b, bounds=(0, None), method="highs",
-                  options={"primal_feasibility_tolerance": LINPROG_TOL, "dual_feasibility_tolerance": LINPROG_TOL})
+                  options={"primal_feasibility_tolerance": tol, "dual_feasibility_tolerance": tol})
     if res.status != 0 or res.x is None:  # pragma: no cover - HiGHS solves every feasible transport LP
         raise ValueError(f"the transport linear program failed: {res.message}")
     return np.maximum(res.x.reshape(nx, ny), 0.0)
 
 
 def soft_match(X, Y=None, *, standardize: bool = True, solver: str = "auto",
-               max_assignment: int = MAX_ASSIGNMENT) -> SoftMatch:
+               max_assignment: int = MAX_ASSIGNMENT, linprog_tol: float = LINPROG_TOL,
+               constant_tol: float = CONSTANT_TOL) -> SoftMatch:
     """Soft matching distance between two layers and its optimal transport plan (module docstring).
 
     Parameters
@@ -225,6 +240,11 @@ def soft_match(X, Y=None, *, standardize: bool = True, solver: str = "auto",
     solver : {"auto", "assignment", "linprog"}
     max_assignment : int
         Largest ``lcm(n_x, n_y)`` solved as an assignment under ``solver="auto"``.
+    linprog_tol : float
+        HiGHS's primal and dual feasibility tolerance for ``solver="linprog"`` (default
+        :data:`LINPROG_TOL`, module docstring).
+    constant_tol : float
+        The constant-unit tolerance (default :data:`repmatch.CONSTANT_TOL`).
 
     Returns
     -------
@@ -238,22 +258,37 @@ def soft_match(X, Y=None, *, standardize: bool = True, solver: str = "auto",
     >>> round(repmatch.soft_match(X, np.hstack([X, X])).distance, 12)   # duplicated units: distance 0
     0.0
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    check_choice(solver, "solver", SOLVERS)
     if not isinstance(standardize, (bool, np.bool_)):
         raise ValueError(f"standardize must be True or False, got {standardize!r}")
     max_assignment = check_positive_int(max_assignment, "max_assignment")
-    costs, corr, cx, cy, n = transport_costs(X, Y, standardize=bool(standardize))
-    return _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment)
+    linprog_tol = check_tol(linprog_tol, "linprog_tol", allow_zero=False)
+    costs, corr, cx, cy, n = transport_costs(X, Y, standardize=bool(standardize), constant_tol=constant_tol)
+    return _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment, linprog_tol)
 
 
 def soft_match_from_correlation(corr, constant_x, constant_y, *, n_samples: int = 0, solver: str = "auto",
-                                max_assignment: int = MAX_ASSIGNMENT) -> SoftMatch:
+                                max_assignment: int = MAX_ASSIGNMENT, linprog_tol: float = LINPROG_TOL) -> SoftMatch:
     """The standardised soft match from a correlation matrix and the constant-unit masks.
 
     Equal to ``soft_match(X, Y)`` when ``corr`` is their correlation matrix (zero for constant
     units): with standardised units the costs are ``a_i + b_j - 2 r_ij``, ``a`` = 1 for live units
     and 0 for constant ones. For callers that already hold the correlations (bootstrap draws).
+
+    Parameters
+    ----------
+    corr : array of shape (n_x, n_y)
+        Between-net correlations (0 for constant units).
+    constant_x, constant_y : array of bool
+        Constant-unit masks.
+    n_samples : int
+        Recorded in the result.
+    solver, max_assignment, linprog_tol
+        As in :func:`soft_match`.
+
+    Returns
+    -------
+    SoftMatch
     """
     R = np.asarray(corr, dtype=np.float64)
     cx = np.asarray(constant_x, dtype=bool)
@@ -262,17 +297,16 @@ def soft_match_from_correlation(corr, constant_x, constant_y, *, n_samples: int 
         raise ValueError(f"corr must have shape (len(constant_x), len(constant_y)), got {R.shape}")
     costs = (~cx).astype(float)[:, None] + (~cy).astype(float)[None, :] - 2.0 * R
     np.maximum(costs, 0.0, out=costs)
-    return _solve(costs, R, cx, cy, n_samples, True, solver, max_assignment)
+    return _solve(costs, R, cx, cy, n_samples, True, solver, max_assignment, linprog_tol)
 
 
-def _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment) -> SoftMatch:
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+def _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment, linprog_tol=LINPROG_TOL) -> SoftMatch:
+    check_choice(solver, "solver", SOLVERS)
     nx, ny = costs.shape
     L = nx * ny // math.gcd(nx, ny)
     if solver == "auto":
         solver = "assignment" if L <= max_assignment else "linprog"
-    P = _assignment_plan(costs) if solver == "assignment" else _linprog_plan(costs)
+    P = _assignment_plan(costs) if solver == "assignment" else _linprog_plan(costs, linprog_tol)
     d2 = float(np.sum(P * costs))
     return SoftMatch(distance=math.sqrt(max(d2, 0.0)), plan=P, mean_correlation=float(np.sum(P * corr)),
                      costs=costs, n_x=nx, n_y=ny, n_samples=int(n), constant_x=cx, constant_y=cy,
@@ -280,5 +314,15 @@ def _solve(costs, corr, cx, cy, n, standardize, solver, max_assignment) -> SoftM
 
 
 def soft_matching_distance(X, Y=None, **kwargs) -> float:
-    """Just the distance of :func:`soft_match`."""
+    """Just the distance of :func:`soft_match`.
+
+    Parameters
+    ----------
+    X, Y, **kwargs
+        As in :func:`soft_match`.
+
+    Returns
+    -------
+    float
+    """
     return soft_match(X, Y, **kwargs).distance

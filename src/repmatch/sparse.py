@@ -40,10 +40,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._validate import as_rng, check_pair, check_positive_int, warn
+from ._resolve import as_reduction, as_rows
+from ._validate import (CONSTANT_TOL, as_rng, check_choice, check_fraction, check_positive_int, check_tol,
+                        constant_units, report_constant, warn)
 from .protocol import AUTHORS_ALPHAS
 from .reduce import Reduction
-from .stats import CONSTANT_TOL
 
 __all__ = ["CD_TOL", "DEFAULT_ALPHAS", "SparsePath", "SparsePrediction", "sparse_prediction", "lasso_path_from_moments"]
 
@@ -358,14 +359,14 @@ def _moments(r: Reduction):
     return r.mean, C
 
 
-def _path(direction, mean_tr, C_tr, test, n_x, alphas, tol, max_iter, n_train) -> SparsePath:
+def _path(direction, mean_tr, C_tr, test, n_x, alphas, tol, max_iter, n_train, constant_tol=CONSTANT_TOL) -> SparsePath:
     n = C_tr.shape[0]
     if direction == "x_to_y":
         inp, tgt = np.arange(n_x), np.arange(n_x, n)
     else:
         inp, tgt = np.arange(n_x, n), np.arange(n_x)
     std = np.sqrt(np.maximum(np.diag(C_tr), 0.0))
-    const = (std == 0) | (std <= CONSTANT_TOL * np.abs(mean_tr))
+    const = constant_units(mean_tr, std, tol=constant_tol)
     li = inp[~const[inp]]
     lt = tgt[~const[tgt]]
     s_i, s_t = std[li], std[lt]
@@ -439,6 +440,7 @@ def sparse_prediction(
     rng=None,
     tol: float = CD_TOL,
     max_iter: int = 10000,
+    constant_tol: float = CONSTANT_TOL,
 ) -> SparsePrediction:
     """Predict every unit of one network from all units of the other with an exact LASSO path.
 
@@ -457,8 +459,15 @@ def sparse_prediction(
         With arrays: share of rows held out (a seeded random split). 0 evaluates on the training rows.
     rng : None, int or numpy.random.Generator
         Seed of the split (None: fixed seed 0).
-    tol, max_iter
-        Coordinate-descent stopping rule (module docstring).
+    tol : float
+        Coordinate descent stops when no weight moves by more than this in a sweep (default
+        :data:`CD_TOL`; module docstring).
+    max_iter : int
+        Most sweeps per penalty; ``converged`` is False (and a warning says so) when they run out.
+    constant_tol : float
+        Units with ``std <= constant_tol * |mean|`` on the training rows are constant (default
+        :data:`repmatch.CONSTANT_TOL`): they get zero weights, are not predicted, and are listed in
+        ``constant_inputs`` / ``constant_targets`` and in a :class:`~repmatch.RepmatchWarning`.
 
     Returns
     -------
@@ -476,12 +485,12 @@ def sparse_prediction(
     True
     """
     alphas = _check_alphas(alphas)
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    check_choice(direction, "direction", DIRECTIONS)
+    tol = check_tol(tol, "tol", allow_zero=False)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    constant_tol = check_tol(constant_tol, "constant_tol")
     if isinstance(X, Reduction):
-        if Y is not None:
-            raise ValueError("Y must be omitted when X is a Reduction (it already holds both layers)")
-        train = X
+        train = as_reduction(X, Y, measure="sparse prediction", min_samples=2)
         if test is not None:
             if not isinstance(test, Reduction):
                 raise ValueError(f"test must be a Reduction, got {type(test).__name__}")
@@ -489,17 +498,12 @@ def sparse_prediction(
                 raise ValueError(
                     f"test has (n_x, n_y) = {(test.n_x, test.n_y)}, the training Reduction {(train.n_x, train.n_y)}"
                 )
-            if test.n_samples < 2:
-                raise ValueError(f"test has {test.n_samples} sample(s); at least 2 needed")
+            test = as_reduction(test, measure="sparse prediction's held-out rows", names=("test", "Y"), min_samples=2)
     else:
         if test is not None:
             raise ValueError("test is only used with a Reduction; with arrays use test_fraction")
-        if Y is None:
-            raise ValueError("Y is required when X is an activation array (or pass a Reduction as X)")
-        Xa, Ya = check_pair(X, Y)
-        f = float(test_fraction)
-        if not (0.0 <= f < 1.0):
-            raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction!r}")
+        Xa, Ya = as_rows(X, Y, measure="sparse prediction", min_samples=2)
+        f = check_fraction(test_fraction, "test_fraction")
         n = Xa.shape[0]
         n_test = int(round(f * n))
         if f > 0 and (n_test < 2 or n - n_test < 2):
@@ -508,14 +512,17 @@ def sparse_prediction(
         tr, te = order[n_test:], order[:n_test]
         train = Reduction.from_arrays(Xa[tr], Ya[tr])
         test = Reduction.from_arrays(Xa[te], Ya[te]) if n_test else None
-    if train.n_samples < 2:
-        raise ValueError(f"the training rows number {train.n_samples}; at least 2 needed")
     mean_tr, C_tr = _moments(train)
     ev = None if test is None else (*_moments(test), test.n_samples)
     xy = yx = None
     if direction in ("x_to_y", "both"):
-        xy = _path("x_to_y", mean_tr, C_tr, ev, train.n_x, alphas, tol, max_iter, train.n_samples)
+        xy = _path("x_to_y", mean_tr, C_tr, ev, train.n_x, alphas, tol, max_iter, train.n_samples, constant_tol)
     if direction in ("y_to_x", "both"):
-        yx = _path("y_to_x", mean_tr, C_tr, ev, train.n_x, alphas, tol, max_iter, train.n_samples)
+        yx = _path("y_to_x", mean_tr, C_tr, ev, train.n_x, alphas, tol, max_iter, train.n_samples, constant_tol)
     mutual = tuple(_mutual(xy, yx, k) for k in range(alphas.size))
+    std_tr = np.sqrt(np.maximum(np.diag(C_tr), 0.0))
+    const = constant_units(mean_tr, std_tr, tol=constant_tol)
+    report_constant(const[: train.n_x], const[train.n_x:], measure="sparse prediction", stacklevel=3,
+                    consequence="they get zero weights and are not predicted",
+                    see="constant_inputs / constant_targets of each path")
     return SparsePrediction(alphas=alphas, x_to_y=xy, y_to_x=yx, mutual_pairs=mutual)

@@ -27,7 +27,20 @@ __all__ = [
 def planted_subspace(n_shared=20, dim=10, n_random=100, n_samples=2000, rng=0):
     """Spec section 7: ``n_shared`` neurons per side are random mixtures of one shared generic
     ``dim``-dimensional subspace; ``n_random`` more per side are random. Returns X, Y and the
-    planted column indices (the first ``n_shared`` of each side, before the random columns)."""
+    planted column indices (the first ``n_shared`` of each side, before the random columns).
+
+    Parameters
+    ----------
+    n_shared, dim, n_random, n_samples : int
+        Sizes (module docstring above).
+    rng : int or Generator
+        Seed.
+
+    Returns
+    -------
+    tuple
+        ``(X, Y, planted)``.
+    """
     g = np.random.default_rng(rng)
     basis = g.standard_normal((n_samples, dim))
     X = np.hstack([basis @ g.standard_normal((dim, n_shared)), g.standard_normal((n_samples, n_random))])
@@ -39,7 +52,20 @@ def planted_subspace(n_shared=20, dim=10, n_random=100, n_samples=2000, rng=0):
 def independent_blocks(n_samples=500, rng=0):
     """Spec section 7: X = [2 vectors of block B1, 3 of block B2, 2 random]; Y = [2 independent
     mixtures of B1, 3 of B2, 2 random]. Blocks B1 (dim 2) and B2 (dim 3). Returns X, Y, blocks
-    where blocks is a list of (x columns, y columns)."""
+    where blocks is a list of (x columns, y columns).
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows.
+    rng : int or Generator
+        Seed.
+
+    Returns
+    -------
+    tuple
+        ``(X, Y, blocks)``.
+    """
     g = np.random.default_rng(rng)
     B1 = g.standard_normal((n_samples, 2))
     B2 = g.standard_normal((n_samples, 3))
@@ -58,6 +84,22 @@ def relu_layers(n_samples=10000, n_x=512, n_y=512, shared_dim=256, private_dim=2
     neuron, plus non-negative noise. Pruning removes the neurons that lean on private features,
     which shrinks spans and removes more, so the maximum match takes several rounds near the ε
     where the match collapses.
+
+    Parameters
+    ----------
+    n_samples, n_x, n_y : int
+        Shape of the two layers.
+    shared_dim, private_dim : int
+        Latent features shared by both layers / private to each.
+    noise : float
+        Scale of the non-negative noise.
+    rng : int or Generator
+        Seed.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        X of shape (n_samples, n_x) and Y of shape (n_samples, n_y).
     """
     g = np.random.default_rng(rng)
 
@@ -92,6 +134,22 @@ def naive_maximum_match(X, Y, eps, *, x_cols=None, y_cols=None, stats=None):
     Optionally restricted to candidate columns ``x_cols``/``y_cols``. Returns sorted (x, y).
     Dead (all-zero) neurons are dropped first, as the authors did. If ``stats`` is a dict, the
     number of rounds is stored under ``"rounds"``.
+
+    Parameters
+    ----------
+    X, Y : ndarray
+        The two layers.
+    eps : float
+        The ε of the match.
+    x_cols, y_cols : sequence of int, optional
+        Candidate columns.
+    stats : dict, optional
+        Receives the number of rounds.
+
+    Returns
+    -------
+    (list, list)
+        Sorted X and Y columns of the maximum match.
     """
     if stats is not None:
         stats["rounds"] = 0
@@ -120,6 +178,22 @@ def naive_v_minimal_match(X, Y, eps, *, side="x", index=0, order=None):
 
     ``order``: sequence of ("x"|"y", column) pairs to try removing; default X ascending then Y.
     Returns sorted (x, y) or None when the neuron is not in the maximum match.
+
+    Parameters
+    ----------
+    X, Y : ndarray
+        The two layers.
+    eps : float
+        The ε of the match.
+    side : {"x", "y"}, index : int
+        The neuron v.
+    order : sequence of (str, int), optional
+        Deletion order.
+
+    Returns
+    -------
+    tuple or None
+        Sorted (x, y) columns, or None when v is not in the maximum match.
     """
     Sx, Sy = naive_maximum_match(X, Y, eps)
     Sx, Sy = set(Sx.tolist()), set(Sy.tolist())
@@ -156,6 +230,18 @@ def brute_force_matches(X, Y, eps):
     """Every ε-match (pairs of frozensets of columns) by enumerating all pairs of subsets.
 
     Only for tiny layers (n_x + n_y <= 12). Dead neurons are never included.
+
+    Parameters
+    ----------
+    X, Y : ndarray
+        Two tiny layers (n_x + n_y <= 12).
+    eps : float
+        The ε.
+
+    Returns
+    -------
+    list
+        Every ε-match as a pair of frozensets.
     """
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float64)
@@ -174,7 +260,18 @@ def brute_force_matches(X, Y, eps):
 
 
 def simple_from_matches(matches):
-    """Simple matches among a complete list of matches: those not the union of strictly smaller ones."""
+    """Simple matches among a complete list of matches: those not the union of strictly smaller ones.
+
+    Parameters
+    ----------
+    matches : list of (frozenset, frozenset)
+        A complete list of matches.
+
+    Returns
+    -------
+    list
+        The simple ones.
+    """
     mset = list(matches)
     simple = []
     for mx, my in mset:

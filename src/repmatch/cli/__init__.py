@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Subcommand modules, in the order they are listed by ``repmatch --help``.
-_MODULES = ("compare", "train", "extract", "reproduce", "report", "scale", "benchmark")
+_MODULES = ("compare", "train", "extract", "reproduce", "report", "dask_reduce", "benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,7 @@
 """Checks of command-line arguments made before any long work, each failing with a ValueError that
-names the option and the path or value (``main`` prints it on one line and exits with status 2).
+names the option and the path or value. Values are checked by the API's own vocabulary
+(:mod:`repmatch._validate`, with the option's spelling as the name), so a mistake reads the same
+from Python, from a pipeline config and from the command line (``main`` prints it on one line and exits with status 2).
 
 Output files must go into an existing, writable directory (a typo in a path is an error, not a new
 directory tree); output directories are created, with their parents, where that is possible.
@@ -19,7 +21,19 @@ def _shown_parent(path: str) -> str:
 
 
 def output_file(path, option: str) -> str:
-    """``path`` if a file can be written there: not a directory, in an existing writable directory."""
+    """``path`` if a file can be written there: not a directory, in an existing writable directory.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file to write.
+    option : str
+        The option's spelling, for the message.
+
+    Returns
+    -------
+    str
+    """
     from .._rundir import writable
 
     path = os.fspath(path)
@@ -38,7 +52,21 @@ def output_file(path, option: str) -> str:
 
 
 def output_dir(path, option: str, *, must_write: bool = True) -> str:
-    """``path`` if it is (or can be created as) a directory; with ``must_write``, a writable one."""
+    """``path`` if it is (or can be created as) a directory; with ``must_write``, a writable one.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The directory.
+    option : str
+        The option's spelling, for the message.
+    must_write : bool
+        Whether the directory must be writable.
+
+    Returns
+    -------
+    str
+    """
     from .._rundir import writable
 
     path = os.fspath(path)
@@ -58,7 +86,19 @@ def output_dir(path, option: str, *, must_write: bool = True) -> str:
 
 
 def device(name, option: str = "--device") -> str:
-    """``name`` if torch can run on that device here; ValueError naming the option otherwise."""
+    """``name`` if torch can run on that device here; ValueError naming the option otherwise.
+
+    Parameters
+    ----------
+    name : str
+        A torch device name.
+    option : str
+        The option's spelling, for the message.
+
+    Returns
+    -------
+    str
+    """
     import torch
 
     try:
@@ -85,12 +125,38 @@ def device(name, option: str = "--device") -> str:
 
 
 def non_negative(value, option: str):
-    if value is not None and value < 0:
-        raise ValueError(f"{option} must be >= 0, got {value}")
-    return value
+    """``value`` if it is None or an integer >= 0 (the API's :func:`~repmatch._validate.check_positive_int`).
+
+    Parameters
+    ----------
+    value : int or None
+        The option's value (None: not given).
+    option : str
+        The option's spelling, for the message (``"--seed must be an integer >= 0, got -1"``).
+
+    Returns
+    -------
+    int or None
+    """
+    from .._validate import check_positive_int
+
+    return None if value is None else check_positive_int(value, option, minimum=0)
 
 
 def positive(value, option: str):
-    if value is not None and value < 1:
-        raise ValueError(f"{option} must be >= 1, got {value}")
-    return value
+    """``value`` if it is None or an integer >= 1 (the API's :func:`~repmatch._validate.check_positive_int`).
+
+    Parameters
+    ----------
+    value : int or None
+        The option's value (None: not given).
+    option : str
+        The option's spelling, for the message.
+
+    Returns
+    -------
+    int or None
+    """
+    from .._validate import check_positive_int
+
+    return None if value is None else check_positive_int(value, option, minimum=1)

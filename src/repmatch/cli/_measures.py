@@ -33,7 +33,7 @@ DEFAULT: tuple = ("semi", "bipartite", "cka", "pwcca", "svcca", "procrustes")
 #: Measures that need the activations' rows (not computable from a reductions file).
 NEED_ROWS: tuple = ("mi",)
 
-# scalar -> registered name in repmatch.nulls.SCALARS, for the optional permutation p-values
+# scalar -> registered name in repmatch.inference.SCALARS, for the optional permutation p-values
 _NULL_NAMES = {
     "semi": "semi_match",
     "bipartite": "bipartite_match",

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from .._validate import check_finite
+from .._validate import check_eps_grid, check_finite, check_positive_int
 from ..protocol import AUTHORS_EPS as DEFAULT_EPS
 
 
@@ -132,10 +132,10 @@ def _check_options(args, measures) -> None:
         bad = [a for a in args.alphas if not (np.isfinite(a) and a >= 0)]
         if bad:
             raise ValueError(f"--alphas: penalties must be finite and >= 0, got {bad}")
-    if args.n_clusters is not None and args.n_clusters < 1:
-        raise ValueError(f"--n-clusters must be >= 1, got {args.n_clusters}")
-    if args.mi_bins is not None and args.mi_bins < 2:
-        raise ValueError(f"--mi-bins must be >= 2, got {args.mi_bins}")
+    if args.n_clusters is not None:
+        check_positive_int(args.n_clusters, "--n-clusters", minimum=1)
+    if args.mi_bins is not None:
+        check_positive_int(args.mi_bins, "--mi-bins", minimum=2)
     if args.json:
         from ._checks import output_file
 
@@ -214,10 +214,7 @@ def run(args) -> int:
     if args.list_measures:
         print("subspace" + "".join(f"\n{m}" for m in _measures.AVAILABLE))
         return 0
-    eps = [float(e) for e in args.eps]
-    for e in eps:
-        if not 0.0 <= e < 1.0:
-            raise ValueError(f"--eps values must lie in [0, 1), got {e}")
+    eps = check_eps_grid([float(e) for e in args.eps], "--eps").tolist()
     measures = list(args.measures) if args.measures else ["subspace", *_measures.DEFAULT]
     unknown = [m for m in measures if m != "subspace" and m not in _measures.AVAILABLE]
     if unknown:

@@ -6,10 +6,16 @@ that a :class:`~repmatch.Reduction` accumulates in float64 (Chan et al. merge, s
 many batches, or of batches reduced on different machines and merged, gives the same numbers as one
 in-memory pass up to rounding).
 
+This module was ``repmatch.stats`` (still importable, deprecated). Note that the package attribute
+``repmatch.correlation`` is the function :func:`correlation`: import from the module with
+``from repmatch.correlation import CorrelationStats`` (``import repmatch.correlation as m`` gives
+the function).
+
 Constant units
 --------------
 A unit whose standard deviation is at most :data:`CONSTANT_TOL` times the magnitude of its mean
-(or exactly zero) is *constant* (a dead ReLU unit, a saturated unit). It has no correlation with
+(or exactly zero) is *constant* (a dead ReLU unit, a saturated unit); this is the one rule of every
+centred measure (:func:`repmatch._validate.constant_units`). It has no correlation with
 anything: its rows and columns of every correlation matrix are set to 0 (the diagonal entry too),
 and it is flagged in ``constant_x`` / ``constant_y``. No correlation is ever NaN and nothing is
 divided by zero. Measures built on these statistics exclude constant units (matchings list them as
@@ -22,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import check_pair, warn
+from ._resolve import as_reduction as _resolve_reduction
+from ._validate import CONSTANT_TOL, check_positive_int, check_tol, constant_units, report_constant
 from .reduce import Reduction
 
 __all__ = [
@@ -32,13 +39,6 @@ __all__ = [
     "correlation",
     "as_reduction",
 ]
-
-#: A unit is constant when ``std <= CONSTANT_TOL * |mean|`` (or ``std == 0``). Averaging identical
-#: float64 values leaves a centred residual of about 1e-16 * |mean| per sample, so a truly constant
-#: unit has a relative spread near machine epsilon; 1e-10 sits six orders above that rounding and
-#: far below any real activation spread.
-CONSTANT_TOL = 1e-10
-
 
 @dataclass(frozen=True)
 class CorrelationStats:
@@ -123,24 +123,26 @@ class CorrelationStats:
 
 
 def as_reduction(X, Y=None, *, measure: str = "this measure") -> Reduction:
-    """Return ``X`` if it is a :class:`Reduction` (``Y`` must then be omitted), else reduce ``(X, Y)``."""
-    if isinstance(X, Reduction):
-        if Y is not None:
-            raise ValueError("Y must be omitted when X is a Reduction (it already holds both layers)")
-        if X.n_samples == 0:
-            raise ValueError("X is a Reduction that has seen no samples; call update() first")
-        return X
-    if Y is None:
-        raise ValueError(f"Y is required for {measure} when X is an activation array (or pass a Reduction as X)")
-    Xa, Ya = check_pair(X, Y)
-    return Reduction.from_arrays(Xa, Ya)
+    """``X`` if it is a :class:`Reduction` (``Y`` omitted), else the reduction of ``(X, Y)``.
+
+    Kept for callers of ``repmatch.stats.as_reduction`` (now ``repmatch.correlation``); the resolver is
+    :func:`repmatch._resolve.as_reduction` (its docstring has the contract).
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_x), or Reduction
+    Y : array of shape (n_samples, n_y), optional
+    measure : str
+        The measure's name, for the messages.
+
+    Returns
+    -------
+    Reduction
+    """
+    return _resolve_reduction(X, Y, measure=measure)
 
 
-def _constant_mask(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return (std == 0) | (std <= CONSTANT_TOL * np.abs(mean))
-
-
-def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> CorrelationStats:
+def correlation_from_reduction(r: Reduction, *, min_samples: int = 2, constant_tol: float = CONSTANT_TOL) -> CorrelationStats:
     """Within- and between-net correlation matrices from the moments of a :class:`Reduction`.
 
     Parameters
@@ -149,6 +151,9 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
         Streaming statistics of the two layers.
     min_samples : int
         Fewer rows than this raise a ValueError (a correlation needs at least two samples).
+    constant_tol : float
+        A unit with ``std <= constant_tol * |mean|`` (or ``std == 0``) is constant (module
+        docstring); the default :data:`CONSTANT_TOL` is the rule every measure uses.
 
     Returns
     -------
@@ -164,16 +169,18 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
     if not isinstance(r, Reduction):
         raise ValueError(f"r must be a Reduction, got {type(r).__name__}")
     _check_samples(r, min_samples)
-    key = ("correlation_stats",)
-    cached = r._cache.get(key)
-    if cached is not None:
-        return cached
+    constant_tol = check_tol(constant_tol, "constant_tol")
+    return r.cached(("correlation_stats", constant_tol), lambda: _correlation_stats(r, constant_tol))
+
+
+def _correlation_stats(r: Reduction, constant_tol: float) -> CorrelationStats:
     # the stored units (each neuron divided by a power of two, Reduction.scale): correlations do not
     # depend on a neuron's scale, and these never under- or overflow
-    C = r._comoment
-    std, const, scale = _spread(r._mean, np.diag(C), r.n_samples)
+    C = np.array(r.stored_comoment)
+    stored_mean = r.stored_mean
+    std, const, scale = _spread(stored_mean, np.diag(C), r.n_samples, constant_tol)
     with np.errstate(over="ignore", under="ignore"):
-        mean, std = r._mean * r._scale, std * r._scale
+        mean, std = stored_mean * r.scale, std * r.scale
     live = ~const
     R = C * scale[:, None] * scale[None, :]
     np.clip(R, -1.0, 1.0, out=R)
@@ -198,71 +205,76 @@ def correlation_from_reduction(r: Reduction, *, min_samples: int = 2) -> Correla
                 stats.mean_x, stats.mean_y, stats.std_x, stats.std_y):
         arr.setflags(write=False)  # shared through the reduction's cache: keep it intact
     _warn_constant(const, nx)
-    r._cache[key] = stats
     return stats
 
 
 def _check_samples(r: Reduction, min_samples: int) -> None:
+    min_samples = check_positive_int(min_samples, "min_samples")
     if r.n_samples < min_samples:
         raise ValueError(
             f"the reduction has seen {r.n_samples} sample(s); correlations need at least {min_samples}"
         )
 
 
-def _spread(mean: np.ndarray, comoment_diag: np.ndarray, n_samples: int) -> tuple:
+def _spread(mean: np.ndarray, comoment_diag: np.ndarray, n_samples: int, constant_tol: float = CONSTANT_TOL) -> tuple:
     """(standard deviations, constant-unit mask, correlation scales) from the means and the
     co-moment's diagonal: ``scale = 1 / sqrt(C_ii)`` for live units, 0 for constant ones."""
     std = np.sqrt(np.maximum(comoment_diag, 0.0) / n_samples)
-    const = _constant_mask(mean, std)
+    const = constant_units(mean, std, tol=constant_tol)
     scale = np.zeros_like(std)
     scale[~const] = 1.0 / np.sqrt(comoment_diag[~const])
     return std, const, scale
 
 
 def _warn_constant(const: np.ndarray, nx: int) -> None:
-    if const.any():
-        warn(
-            f"{int(const[:nx].sum())} unit(s) of X and {int(const[nx:].sum())} of Y are constant on the data; "
-            "they get zero correlation and are excluded from matchings (see constant_x / constant_y)"
-        )
+    report_constant(const[:nx], const[nx:], measure="correlation", stacklevel=6,
+                    consequence="they get zero correlation and are excluded from matchings")
 
 
-def device_between_correlation(r: Reduction, *, min_samples: int = 2) -> tuple:
+def device_between_correlation(r: Reduction, *, min_samples: int = 2, constant_tol: float = CONSTANT_TOL) -> tuple:
     """The between-net correlation of a device reduction, computed and kept on its device.
 
-    Returns ``(R, constant_x, constant_y)``: ``R`` a float64 (n_x, n_y) torch tensor on
-    ``r.device`` equal to :func:`correlation_from_reduction`'s ``between`` (same formula, scales
-    computed on the host as there, same clipping, constant units zeroed; bit for bit on CPU torch
-    for the same accumulators), the masks host arrays. Cached on the reduction until its next
-    update. Only the means and the co-moment's diagonal (n_x + n_y numbers each) cross to the
-    host, to find the constant units.
+    Parameters
+    ----------
+    r : Reduction
+        A reduction on a torch device (``r.device`` not None).
+    min_samples : int
+        Fewer rows than this raise a ValueError.
+    constant_tol : float
+        The constant-unit tolerance (:data:`CONSTANT_TOL`, module docstring).
+
+    Returns
+    -------
+    tuple
+        ``(R, constant_x, constant_y)``: ``R`` a float64 (n_x, n_y) torch tensor on ``r.device``
+        equal to :func:`correlation_from_reduction`'s ``between`` (same formula, scales computed on
+        the host as there, same clipping, constant units zeroed; bit for bit on CPU torch for the
+        same accumulators), the masks host arrays. Cached on the reduction until its next update.
+
+    Notes
+    -----
+    The tensor work is the reduction's backend's (``r.backend.between_correlation``): this module
+    never imports torch. Only the means and the co-moment's diagonal (n_x + n_y numbers each) cross
+    to the host, to find the constant units.
     """
-    if r.device is None:
-        raise ValueError("device_between_correlation needs a reduction on a torch device")
+    backend = r.backend
+    if backend is None:
+        raise ValueError("r must be a reduction on a torch device for device_between_correlation "
+                         "(use correlation_from_reduction on the host)")
     _check_samples(r, min_samples)
-    import torch
+    constant_tol = check_tol(constant_tol, "constant_tol")
 
-    key = ("device_between_correlation",)
-    cached = r._cache.get(key)  # cleared by updates, like correlation_from_reduction's
-    if cached is not None:
-        return cached
-    C = r.device_tensors()["comoment"]
-    # scales on the host, as in correlation_from_reduction: the same rounding
-    _, const, scale = _spread(r._mean, torch.diagonal(C).cpu().numpy(), r.n_samples)
-    nx = r.n_x
-    sx = torch.as_tensor(scale[:nx], device=C.device)
-    sy = torch.as_tensor(scale[nx:], device=C.device)
-    R = C[:nx, nx:] * sx[:, None] * sy[None, :]
-    R.clamp_(-1.0, 1.0)
-    R[torch.as_tensor(const[:nx], device=C.device), :] = 0.0
-    R[:, torch.as_tensor(const[nx:], device=C.device)] = 0.0
-    _warn_constant(const, nx)
-    out = (R, const[:nx].copy(), const[nx:].copy())
-    r._cache[key] = out
-    return out
+    def compute():
+        # scales on the host, as in correlation_from_reduction: the same rounding
+        _, const, scale = _spread(r.stored_mean, backend.comoment_diagonal(r), r.n_samples, constant_tol)
+        R = backend.between_correlation(r, scale, const)
+        _warn_constant(const, r.n_x)
+        return (R, const[: r.n_x].copy(), const[r.n_x:].copy())
+
+    return r.cached(("device_between_correlation", constant_tol), compute)
 
 
-def correlation(X, Y=None) -> CorrelationStats:
+def correlation(X, Y=None, *, constant_tol: float = CONSTANT_TOL) -> CorrelationStats:
     """Between-net Pearson correlation of every unit of X with every unit of Y (spec section 1).
 
     Parameters
@@ -271,6 +283,8 @@ def correlation(X, Y=None) -> CorrelationStats:
         Activations of the first network (rows = inputs), or a :class:`Reduction` holding both layers.
     Y : array of shape (n_samples, n_y), optional
         Activations of the second network on the same inputs; omit when ``X`` is a Reduction.
+    constant_tol : float
+        Constant-unit tolerance (module docstring); default :data:`CONSTANT_TOL`.
 
     Returns
     -------
@@ -287,4 +301,5 @@ def correlation(X, Y=None) -> CorrelationStats:
     >>> bool(c.between[0, 3] > 0.99)
     True
     """
-    return correlation_from_reduction(as_reduction(X, Y, measure="correlation"))
+    r = _resolve_reduction(X, Y, measure="correlation")
+    return correlation_from_reduction(r, constant_tol=constant_tol)

@@ -1,4 +1,7 @@
-"""``repmatch dask-reduce``: reduce stored activations on a dask cluster into a reductions file."""
+"""``repmatch dask-reduce``: reduce stored activations on a dask cluster into a reductions file.
+
+Named after its command (it was ``repmatch.cli.scale``, still importable, deprecated); the engine
+it drives is :mod:`repmatch.distributed`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from repmatch import Reduction, bootstrap_ci, linear_cka, permutation_test
-from repmatch.nulls import SCALARS
+from repmatch.inference import SCALARS
 
 
 def related(n=150, seed=0, strength=1.0):

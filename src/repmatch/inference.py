@@ -1,6 +1,7 @@
 """Null baselines for every scalar measure: permutation tests and bootstrap confidence intervals.
 
-spec/convergent-learning.md section 5: show every number next to a null.
+spec/convergent-learning.md section 5: show every number next to a null. (This module was
+``repmatch.nulls``, still importable, deprecated.)
 
 * :func:`permutation_test` shuffles the row correspondence of one side (the rows of Y), which keeps
   each layer's own statistics (means, variances, within-net correlations) and breaks only the
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import RepmatchWarning, as_rng, check_pair, check_positive_int
-from .reduce import Reduction
+from ._resolve import as_rows
+from ._validate import RepmatchWarning, as_rng, check_choice, check_positive_int
 
 __all__ = [
     "SCALARS",
@@ -64,7 +65,7 @@ def _mi_bipartite(X, Y):
 
 def _clusters_between(X, Y):
     from .clusters import spectral_clusters
-    from .stats import correlation
+    from .correlation import correlation
 
     st = correlation(X, Y)
     n_live = int((~st.constant_x).sum() + (~st.constant_y).sum())
@@ -229,16 +230,7 @@ def _resolve(stat, what):
 
 
 def _rows(X, Y, what):
-    if isinstance(X, Reduction):
-        raise ValueError(
-            f"{what} needs the rows themselves to resample them: pass activation arrays (X, Y), not a Reduction"
-        )
-    if Y is None:
-        raise ValueError(f"Y is required for {what}")
-    Xa, Ya = check_pair(X, Y)
-    if Xa.shape[0] < 2:
-        raise ValueError(f"X and Y have {Xa.shape[0]} row(s); {what} needs at least 2")
-    return Xa, Ya
+    return as_rows(X, Y, measure=what, min_samples=2, needs="the rows themselves to resample them")
 
 
 def _value(fn, X, Y) -> float:
@@ -279,8 +271,7 @@ def permutation_test(stat, X, Y=None, *, n_permutations: int = 999, alternative:
     n_perm = check_positive_int(n_permutations, "n_permutations")
     if alternative is None:
         alternative = "greater" if larger else "less"
-    if alternative not in ALTERNATIVES:
-        raise ValueError(f"alternative must be one of {ALTERNATIVES}, got {alternative!r}")
+    check_choice(alternative, "alternative", ALTERNATIVES)
     g = as_rng(rng)
     observed = _value(fn, Xa, Ya)
     null = np.empty(n_perm)
@@ -352,6 +343,24 @@ def similarity_curve_null(X, Y=None, *, eps, n_permutations: int = 99, method: s
 
     One reduction per permutation serves every ε of the grid (:func:`repmatch.similarity_curve`).
     The p-value at each ε is one-sided ("greater": more similar than chance).
+
+    Parameters
+    ----------
+    X, Y : arrays (n_samples, n_x), (n_samples, n_y)
+        In memory (a Reduction raises ValueError).
+    eps : sequence of float
+        The ε grid.
+    n_permutations : int
+        Number of shuffles of Y's rows.
+    method : {"gram", "qr"}
+        Reduction method of every permuted pair.
+    rng : None, int or Generator
+        Seeds the shuffles.
+
+    Returns
+    -------
+    CurveNull
+        The observed curve, the null curves and a p-value per ε.
     """
     from .subspace import similarity_curve
 
@@ -394,6 +403,26 @@ def bootstrap_ci(stat, X, Y=None, *, n_boot: int = 1000, level: float = 0.95, rn
     rows: the resampling unit is the image. ``level`` in (0, 1). Note that duplicated rows inflate
     some statistics (e.g. plain CKA's small-sample bias); the interval is about the variability of
     the estimate, not a bias correction.
+
+    Parameters
+    ----------
+    stat : callable or str
+        ``stat(X, Y) -> float``, or a name from :data:`SCALARS`.
+    X, Y : arrays (n_samples, n_x), (n_samples, n_y)
+        In memory (a Reduction raises ValueError).
+    n_boot : int
+        Number of resamples.
+    level : float in (0, 1)
+        Coverage of the percentile interval.
+    rng : None, int or Generator
+        Seeds the resamples.
+    groups : array of shape (n_samples,), optional
+        One label per row; whole groups are resampled.
+
+    Returns
+    -------
+    BootstrapResult
+        The estimate, the interval, the resampled values and how many draws were undefined.
     """
     fn, name, _ = _resolve(stat, "bootstrap_ci")
     Xa, Ya = _rows(X, Y, "bootstrap_ci")

@@ -18,6 +18,7 @@ EXEMPT = (
     "repmatch._atomic",
     "repmatch._progress",
     "repmatch._rundir",
+    "repmatch._schema",
     "repmatch._sequence",
     "repmatch._torch",
     "repmatch._certify",
@@ -28,7 +29,6 @@ EXEMPT = (
     "repmatch.pipeline",
     "repmatch.report",
     "repmatch.reproduce",
-    "repmatch.reproduce_units",
     "repmatch.simple",
     "repmatch.subspace",
 )

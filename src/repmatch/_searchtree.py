@@ -131,41 +131,62 @@ def _moved(sp: _Span, R):
 
 
 def _extend(sp: _Span, fac: list, side: int, new):
-    """Squared distances of every candidate after the rows ``new`` join the removed set of ``side``
-    (``fac[side]`` holds that set's factor ``L`` of ``H_RR``, ``Z = L^-1 C_R`` and the distances)."""
+    """Squared distances of every candidate after the rows ``new`` join the removed set of ``side``.
+
+    ``fac[side]`` holds that set's Cholesky factor ``L`` of ``H_RR`` and ``Z = L^-1 C_R`` as lists
+    of blocks (assembled only when a later round extends them), the distances and ``R``."""
     old = fac[side]
     if new.size == 0:
         return sp.d2 if old is None else old[2]
-    Hnn = sp.H.take(new, axis=0).take(new, axis=1)
-    Cn = sp.C.take(new, axis=0)
     if old is None:
-        L = _chol(Hnn)
+        if new.size == 1:  # the first removal of a test: one column, c_u^2 / H_uu
+            r = int(new[0])
+            h = sp.H[r, r]
+            if not h > 0:
+                return None
+            l = np.sqrt(h)
+            z = sp.C[r] / l
+            d2 = sp.d2 + z * z
+            fac[side] = ([np.array([[l]])], [z[None, :]], d2, new)
+            return d2
+        L = _chol(sp.H.take(new, axis=0).take(new, axis=1))
         if L is None:
             return None
-        Z, info = _trtrs(L, Cn, lower=1)
+        Z, info = _trtrs(L, sp.C.take(new, axis=0), lower=1)
         if info != 0:
             return None
         d2 = sp.d2 + np.einsum("ij,ij->j", Z, Z)
-        fac[side] = (L, Z, d2, new)
+        fac[side] = ([L], [Z], d2, new)
         return d2
-    L, Z, d2, R = old
+    Lb, Zb, d2, R = old
+    if len(Lb) > 1:  # assemble the blocks of earlier rounds: [[L, 0], [L21, L22]] and [Z; Zn]
+        L = _assemble(Lb, R.size)
+        Z = np.vstack(Zb)
+    else:
+        L, Z = Lb[0], Zb[0]
     X, info = _trtrs(L, sp.H.take(R, axis=0).take(new, axis=1), lower=1)  # L21^T
     if info != 0:
         return None
-    L22 = _chol(Hnn - X.T @ X)
+    L22 = _chol(sp.H.take(new, axis=0).take(new, axis=1) - X.T @ X)
     if L22 is None:
         return None
-    Zn, info = _trtrs(L22, Cn - X.T @ Z, lower=1)
+    Zn, info = _trtrs(L22, sp.C.take(new, axis=0) - X.T @ Z, lower=1)
     if info != 0:
         return None
-    k, m = L.shape[0], new.size
-    Lf = np.zeros((k + m, k + m))
-    Lf[:k, :k] = L
-    Lf[k:, :k] = X.T
-    Lf[k:, k:] = L22
     d2 = d2 + np.einsum("ij,ij->j", Zn, Zn)
-    fac[side] = (Lf, np.vstack([Z, Zn]), d2, np.concatenate([R, new]))
+    fac[side] = ([L, np.hstack([X.T, L22])], [Z, Zn], d2, np.concatenate([R, new]))
     return d2
+
+
+def _assemble(blocks, k: int) -> np.ndarray:
+    """The lower-triangular factor from its row blocks ``[L11]``, ``[L21 L22]``, ..."""
+    L = np.zeros((k, k))
+    at = 0
+    for blk in blocks:
+        rows, cols = blk.shape
+        L[at:at + rows, :cols] = blk
+        at += rows
+    return L
 
 
 def _downdate(sp: _Span, R, keepA, keepB):

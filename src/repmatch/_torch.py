@@ -158,11 +158,11 @@ def scaled_batch(red, z: torch.Tensor, names) -> torch.Tensor:
         for sl, name in sides:
             if not np.isfinite(maxabs[sl]).all():
                 raise ValueError(f"{name} contains non-finite values (NaN or Inf); activations must be finite")
-    red._rescale(red._scales_for(maxabs))
-    if (red._scale != 1.0).any():
+    red.rescale_for(maxabs)
+    if (red.scale != 1.0).any():
         from .reduce import _exponent, _pow2
 
-        z = _pow2(z, -_exponent(red._scale)[None, :])
+        z = _pow2(z, -_exponent(red.scale)[None, :])
     return z
 
 
@@ -207,7 +207,8 @@ def stack_r(parts, n: int) -> torch.Tensor:
 def normalised_gram(red) -> tuple:
     """Unit-diagonal Gram matrix of the live neurons on the reduction's device, and the host mask of
     live neurons (non-zero diagonal); the device twin of subspace._geometry_from_reduction."""
-    mean, com = red._acc["mean"], red._acc["comoment"]
+    acc = red.device_tensors()
+    mean, com = acc["mean"], acc["comoment"]
     G = com + red.n_samples * (mean[:, None] * mean[None, :])
     diag = torch.diagonal(G).clone()
     live_t = diag > 0

@@ -127,7 +127,7 @@ def save_reductions(path, reductions: dict, *, metadata: dict | None = None) -> 
             raise ValueError(f"layer names may not contain '/': {layer!r}")
         if not isinstance(r, Reduction):
             raise ValueError(f"reductions[{layer!r}] must be a Reduction, got {type(r).__name__}")
-        for key, value in r._npz_fields().items():
+        for key, value in r.npz_fields().items():
             arrays[f"{layer}/{key}"] = value
     arrays["metadata"] = np.array(json.dumps(metadata or {}))
     atomic_savez(path, **arrays)
@@ -184,7 +184,7 @@ def _reduction(fields: dict, name: str, path: str, layer) -> Reduction:
     if missing:
         raise ValueError(f"{name}: {where} is damaged: missing field(s) {', '.join(missing)}")
     try:
-        return Reduction._from_npz_dict(fields, where)
+        return Reduction.from_npz_fields(fields, where)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         text = " ".join(str(exc).split())
         raise ValueError(f"{name}: {where} is damaged: {text or type(exc).__name__}") from None

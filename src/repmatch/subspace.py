@@ -58,6 +58,7 @@ from ._validate import (
     check_positive_int,
     warn,
 )
+from ._resolve import as_reduction
 from .reduce import GRAM_TOL, QR_TOL, RANK_TOL, Reduction
 
 __all__ = [
@@ -745,24 +746,24 @@ def _geometry_from_reduction(r: Reduction, tol: float, rank_tol: float) -> Geome
         raise ValueError("the reduction has seen no samples; call update() before computing a match")
     n = r.n_neurons
     raw = None
-    if r._raw is not None:
-        raw = (r._raw[0], r._raw[1], np.arange(n))
+    if r.rows is not None:
+        raw = (r.rows[0], r.rows[1], np.arange(n))
     if r.method == "qr":
-        F, live = _unit_factor(r._r, np.ones(n, dtype=bool))
-        space = FactorSpace(F, tol, r._factor_noise(), rank_tol)
+        F, live = _unit_factor(r.stored_r, np.ones(n, dtype=bool))
+        space = FactorSpace(F, tol, r.factor_noise(), rank_tol)
     elif r.device is not None:  # stays on the device; GramSpace then uses the torch kernel
         from ._torch import normalised_gram
 
         Gn, live = normalised_gram(r)
-        space = GramSpace(Gn, tol, r._noise(), rank_tol)
+        space = GramSpace(Gn, tol, r.noise(), rank_tol)
     else:
-        G = r._scaled_gram()
+        G = r.scaled_gram()
         diag = np.diag(G).copy()
         live = diag > 0
         s = np.sqrt(np.where(live, diag, 1.0))
         Gn = np.where(np.outer(live, live), G / np.outer(s, s), 0.0)
         np.fill_diagonal(Gn, np.where(live, 1.0, 0.0))
-        space = GramSpace(Gn, tol, r._noise(), rank_tol)
+        space = GramSpace(Gn, tol, r.noise(), rank_tol)
     return Geometry(space=space, n_x=r.n_x, n_y=r.n_y, live=live, tol=tol, n_samples=r.n_samples,
                     rank_tol=rank_tol, raw=raw)
 
@@ -775,24 +776,11 @@ def geometry(X, Y=None, *, method: str | None = None, tol: float | None = None, 
     data (module docstring)."""
     if isinstance(X, Geometry):
         return X
-    if isinstance(X, Reduction):
-        if Y is not None:
-            raise ValueError("Y must be omitted when X is a Reduction (it already holds both layers)")
-        if method is not None and method != X.method:
-            raise ValueError(f"method={method!r} does not apply to a {X.method!r} Reduction that is already built")
-        r = X
-    else:
-        if Y is None:
-            raise ValueError("Y is required when X is an activation array (or pass a Reduction as X)")
-        Xa, Ya = check_pair(X, Y)
-        r = Reduction.from_arrays(Xa, Ya, method=method or "gram")
-        r._raw = (Xa, Ya)
+    r = as_reduction(X, Y, measure="the subspace match", method=method, keep_rows=True)
     tol = _check_tol(tol, r.method)
     rank_tol = _check_tol(rank_tol, "rank", "rank_tol")
     key = ("geometry", tol, rank_tol)
-    if key not in r._cache:
-        r._cache[key] = _geometry_from_reduction(r, tol, rank_tol)
-    geo = r._cache[key]
+    geo = r.cached(key, lambda: _geometry_from_reduction(r, tol, rank_tol))
     if warn_samples and geo.n_samples < MIN_SAMPLES_PER_NEURON * (geo.n_x + geo.n_y):
         warn(
             f"only {geo.n_samples} samples for {geo.n_x} + {geo.n_y} neurons "

@@ -49,18 +49,29 @@ def reduce_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, 
     """
     from .. import activations
 
-    out = {}
-    for a, b in pairs:
-        out[(a, b)] = activations.reduce_pair(models[a], models[b], loader(lo, hi), layer_names, conv_mode=conv_mode,
-                                              device=device, progress=progress)
-    return out
+    pairs = [tuple(p) for p in pairs]
+    if not pairs:
+        return {}
+    # one pass: every network runs once per batch and feeds every pair it is in (issue 15)
+    reds = activations.reduce_networks({k: models[k] for p in pairs for k in p}, loader(lo, hi), pairs,
+                                       layer_names, conv_mode=conv_mode, device=device, progress=progress)
+    return {p: reds[p] for p in pairs}
 
 
 def sample_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, *, rows_per_image: int, seed=0,
                     device="cpu") -> dict:
-    """``{(id_a, id_b): {layer: (X, Y, groups)}}``: the in-memory sample of every pair (:func:`sample_rows`)."""
-    return {(a, b): sample_rows(models[a], models[b], loader(lo, hi), layer_names, rows_per_image=rows_per_image,
-                                seed=seed, device=device) for a, b in pairs}
+    """``{(id_a, id_b): {layer: (X, Y, groups)}}``: the in-memory sample of every pair, equal to
+    :func:`sample_rows` per pair, from one pass in which every network runs once per batch."""
+    from .. import activations
+
+    pairs = [tuple(p) for p in pairs]
+    ids = list(dict.fromkeys(k for p in pairs for k in p))
+    if not ids:
+        return {}
+    got = activations.reduce_networks({k: models[k] for k in ids}, loader(lo, hi), [], layer_names, device=device,
+                                      rows_per_image=max(1, int(rows_per_image)), rows_seed=seed, rows_networks=ids,
+                                      first_image=lo)
+    return {(a, b): {layer: got.sample(a, b, layer) for layer in layer_names} for a, b in pairs}
 
 
 def sample_rows(model_a, model_b, batches, layer_names, *, rows_per_image: int, seed: int = 0, device=None):
@@ -183,21 +194,30 @@ class Resources:
         if key in self.memo:
             return self.memo[key]
         cfg, cache, inp = self.cfg, self.cache, self.inputs
-        path = cache.npz_path(f"sample-{a}-{b}", digest(self.keys.sample(a, b)))
+        path = self._sample_path(a, b)
         arrs = _rundir.load_cached_sample(path, inp.layer_names, groups=True) if os.path.exists(path) else None
         if arrs is not None:
             cache.reused.append(f"sample-{a}-{b}")
         else:
+            # this pair and every other pair of the run whose sample is missing, in one pass
+            todo = [(a, b)] + [p for p in self.pairs if p != (a, b) and not os.path.exists(self._sample_path(*p))]
             cache.need(f"{os.path.basename(path)} is not cached")
-            say(cfg, f"sampling rows of seeds {a} and {b} ({inp.k_rows} position(s) per input) for the shuffled null")
-            arrs = sample_networks(self.nets.models, [(a, b)], inp.loader, 0, inp.n, inp.layer_names,
-                                   rows_per_image=inp.k_rows, seed=0, device=cfg.device)[(a, b)]
-            # float32 on disk loses nothing: the activations come from float32 forward passes.
-            atomic_savez(path, **{f"{i}_{s}": (arrs[layer][j].astype(np.float32) if j < 2 else arrs[layer][j])
-                                  for i, layer in enumerate(inp.layer_names) for j, s in enumerate("xyg")})
-            cache.computed.append(f"sample-{a}-{b}")
+            say(cfg, f"sampling rows of {', '.join(f'seeds {x} and {y}' for x, y in todo)} ({inp.k_rows} position(s) "
+                "per input) for the shuffled null")
+            got = sample_networks(self.nets.models, todo, inp.loader, 0, inp.n, inp.layer_names,
+                                  rows_per_image=inp.k_rows, seed=0, device=cfg.device)
+            for x, y in todo:
+                # float32 on disk loses nothing: the activations come from float32 forward passes.
+                atomic_savez(self._sample_path(x, y),
+                             **{f"{i}_{s}": (got[(x, y)][layer][j].astype(np.float32) if j < 2 else got[(x, y)][layer][j])
+                                for i, layer in enumerate(inp.layer_names) for j, s in enumerate("xyg")})
+                cache.computed.append(f"sample-{x}-{y}")
+            arrs = got[(a, b)]
         self.memo[key] = arrs
         return arrs
+
+    def _sample_path(self, a, b) -> str:
+        return self.cache.npz_path(f"sample-{a}-{b}", digest(self.keys.sample(a, b)))
 
     def free(self, a: int, b: int) -> None:
         """Drop the pair's reductions and samples from memory."""

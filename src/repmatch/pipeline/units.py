@@ -90,7 +90,7 @@ class RowMoments:
     def weighted_correlation(self, counts) -> tuple:
         """``(R, constant_x, constant_y, n)`` of a bootstrap draw (a count per row): only the
         between-layer block and the variances, a quarter of the full co-moment's products."""
-        from ..stats import CONSTANT_TOL
+        from .._validate import constant_units
 
         w = np.asarray(counts, dtype=np.float64)
         N = float(w.sum())
@@ -102,7 +102,7 @@ class RowMoments:
             self._Z2 = self.Z * self.Z
         var = np.maximum(w @ self._Z2 - N * d * d, 0.0)  # co-moment diagonal
         std = np.sqrt(var / N)
-        const = (std == 0) | (std <= CONSTANT_TOL * np.abs(self.mean + d))
+        const = constant_units(self.mean + d, std)
         scale = np.zeros_like(std)
         scale[~const] = 1.0 / np.sqrt(var[~const])
         R = cross * scale[:nx, None] * scale[None, nx:]
@@ -154,7 +154,7 @@ def soft_unit(r) -> dict:
 
 def _matrix(r, b, max_matrix=MAX_MATRIX):
     """Correlations of the best bipartite-matched units of A (rows) with their partners (columns)."""
-    from ..stats import correlation_from_reduction
+    from ..correlation import correlation_from_reduction
 
     S = np.nan_to_num(np.asarray(correlation_from_reduction(r).between, dtype=float))
     k = min(max_matrix, b.x.size)
@@ -269,7 +269,7 @@ def shuffled_unit(X, Y, eps_grid, n_perm, seed, *, keep_matrix=False, max_matrix
     ``1 / (1 + n_perm)``. Extras of the first permutation (sorted semi-matching values, permuted
     correlation matrix) give the figures a null to draw.
     """
-    from ..nulls import CurveNull, PermutationResult, _p_value, permutation_test
+    from ..inference import CurveNull, PermutationResult, _p_value, permutation_test
 
     rows = RowMoments(X, Y)
     n = Y.shape[0]
@@ -335,7 +335,7 @@ def grouped_bootstrap(X, Y, groups, *, n_boot=200, level=0.95, seed=0) -> dict:
     Returns ``{statistic: BootstrapResult}``.
     """
     from ..alignment import Similarity, bipartite_match
-    from ..nulls import BootstrapResult, _group_index
+    from ..inference import BootstrapResult, _group_index
     from ..softmatch import soft_match_from_correlation
 
     def stats(counts):

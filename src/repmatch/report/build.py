@@ -21,7 +21,7 @@ import numpy as np
 from ..alignment import BipartiteMatch
 from ..calibration import HeldoutMatch, RotationBaseline
 from ..clusters import ClusterResult
-from ..nulls import BootstrapResult, CurveNull, PermutationResult
+from ..inference import BootstrapResult, CurveNull, PermutationResult
 from ..reference import Score
 from ..simple import SimpleMatches
 from ..softmatch import SoftMatch

@@ -13,7 +13,16 @@ __all__ = ["progress", "stderr_is_tty"]
 
 
 def stderr_is_tty() -> bool:
-    """Whether stderr is a terminal (False when it is closed, redirected or replaced)."""
+    """Whether stderr is a terminal (False when it is closed, redirected or replaced).
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    bool
+    """
     try:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):

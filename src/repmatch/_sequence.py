@@ -44,7 +44,25 @@ CHANNEL_TYPES = (nn.Conv1d, nn.ConvTranspose1d, nn.LazyConv1d, nn.BatchNorm1d, n
 
 
 def parse_seq_mode(seq_mode) -> tuple:
-    """``"tokens"`` -> ("tokens", None); ``"sample:500"`` -> ("sample", 500)."""
+    """``"tokens"`` -> ("tokens", None); ``"sample:500"`` -> ("sample", 500).
+
+    Parameters
+    ----------
+    seq_mode : str
+        One of :data:`SEQ_MODES` (case and surrounding spaces ignored), K a positive integer.
+
+    Returns
+    -------
+    mode : str
+        ``"tokens"``, ``"cls"``, ``"mean"``, ``"last"`` or ``"sample"``.
+    k : int or None
+        K for ``"sample"``, else None.
+
+    Raises
+    ------
+    ValueError
+        When ``seq_mode`` is none of these.
+    """
     if isinstance(seq_mode, str):
         mode = seq_mode.strip().lower()
         if mode in ("tokens", "cls", "mean", "last"):
@@ -57,7 +75,25 @@ def parse_seq_mode(seq_mode) -> tuple:
 
 
 def check_layout_arg(layout, names) -> None:
-    """Validate ``layout=``: None, one of :data:`LAYOUTS`, or ``{layer: layout}`` over chosen layers."""
+    """Validate ``layout=``: None, one of :data:`LAYOUTS`, or ``{layer: layout}`` over chosen layers.
+
+    Parameters
+    ----------
+    layout : None, str or dict
+        The ``layout=`` argument.
+    names : collection of str
+        The chosen layers (the keys a dict may use).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        When ``layout`` is of another type, names a layout not in :data:`LAYOUTS`, or (a dict) a
+        layer that was not chosen.
+    """
     if layout is None:
         return
     if isinstance(layout, str):
@@ -75,7 +111,19 @@ def check_layout_arg(layout, names) -> None:
 
 
 def module_layout(module: nn.Module):
-    """``"sequence"``, ``"channels"`` or None (not decided by this module's type)."""
+    """``"sequence"``, ``"channels"`` or None (not decided by this module's type).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The layer.
+
+    Returns
+    -------
+    str or None
+        ``"sequence"`` for :data:`SEQUENCE_TYPES` and batch-first attention / RNN modules,
+        ``"channels"`` for :data:`CHANNEL_TYPES`, otherwise None.
+    """
     if isinstance(module, nn.MultiheadAttention):
         return "sequence" if module.batch_first else None
     if isinstance(module, nn.RNNBase):
@@ -96,7 +144,34 @@ def _last_valid(mask):
 
 
 def apply_seq_mode(t: torch.Tensor, mode: str, mask=None, draw=None, *, name="layer") -> torch.Tensor:
-    """A (batch, tokens, features) output as 2-D (samples, features) rows (module docstring)."""
+    """A (batch, tokens, features) output as 2-D (samples, features) rows (module docstring).
+
+    Parameters
+    ----------
+    t : torch.Tensor of shape (batch, tokens, features)
+        The layer's output.
+    mode : {"tokens", "cls", "mean", "last", "sample"}
+        The parsed mode (:func:`parse_seq_mode`).
+    mask : torch.Tensor of bool, shape (batch, tokens), optional
+        Valid tokens (an attention mask); None treats every token as valid.
+    draw : tuple of torch.Tensor, optional
+        For ``"sample"`` only: ``(sequence index, u, v)``, K sequence indices and K relative
+        positions ``u`` in [0, 1) (``v`` unused), from the batch's seeded draw.
+    name : str, default "layer"
+        Used in messages.
+
+    Returns
+    -------
+    torch.Tensor, 2-D (samples, features)
+        ``"tokens"``: (valid tokens, features), sequence-major; ``"cls"`` / ``"last"`` / ``"mean"``:
+        (batch, features), ``"mean"`` in float64; ``"sample"``: (K, features).
+
+    Raises
+    ------
+    ValueError
+        When ``mask`` does not have shape (batch, tokens), a sequence has no valid token, or
+        ``mode`` is unknown.
+    """
     b, n_tok, _ = t.shape
     if mask is not None:
         if tuple(mask.shape) != (b, n_tok):

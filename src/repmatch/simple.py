@@ -108,10 +108,38 @@ def v_minimal_match(
 
     Parameters
     ----------
+    X, Y : array-like of shape (n_samples, n_x) and (n_samples, n_y)
+        Activations of the two layers on the same inputs, rows in the same order. Alternatively
+        pass a :class:`~repmatch.Reduction` (or a ``Geometry``) as ``X`` and omit ``Y``.
+    eps : float in [0, 1)
+        Largest allowed relative distance of a neuron to the other side's span (required).
+    side : {"x", "y"}, default "x"
+        Which layer ``index`` refers to.
+    index : int
+        Column of that layer (0-based) the match must contain.
     rng : None, int or numpy.random.Generator
         ``None`` tries deletions in a fixed order (X's columns ascending, then Y's); otherwise in a
         random order drawn from ``rng`` (in the approximate case different orders can give
         different v-minimal matches).
+    method : {"gram", "qr"}, optional
+        Reduction used for in-memory arrays (default "gram"; "qr" resolves exact matches to 1e-9).
+    tol : float, optional
+        Exact-match tolerance; default 1e-6 ("gram") or 1e-9 ("qr"), must lie in (0, 1).
+    rank_tol : float, optional
+        Numerical rank of a span (default :data:`~repmatch.reduce.RANK_TOL` = 1e-10).
+
+    Returns
+    -------
+    Match or None
+        The v-minimal match (sorted column indices ``.x``, ``.y``, its ``.similarity`` and
+        ``.eps``), or ``None`` when the neuron is in no match at ``eps`` (also when that could not
+        be decided; a RepmatchWarning then says so).
+
+    Raises
+    ------
+    ValueError
+        When ``eps`` is missing or not in [0, 1), ``side`` is not "x" or "y", or ``index`` is not an
+        integer column of that side.
 
     Notes
     -----

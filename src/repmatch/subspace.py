@@ -992,6 +992,29 @@ def max_epsilon(X, Y=None, *, method: str | None = None, tol: float | None = Non
     other layer, accurate to ``tol`` (a RepmatchWarning gives the bound when the computation could
     not certify that). Returns 1.0 when one layer has no live neuron or the layers are orthogonal
     (then no ε < 1 matches everything).
+
+    Parameters
+    ----------
+    X, Y : array-like of shape (n_samples, n_x) and (n_samples, n_y)
+        Activations of the two layers on the same inputs, rows in the same order. Alternatively
+        pass a :class:`~repmatch.Reduction` (or a ``Geometry``) as ``X`` and omit ``Y``.
+    method : {"gram", "qr"}, optional
+        Reduction used for in-memory arrays (default "gram"; "qr" resolves exact matches to 1e-9).
+    tol : float, optional
+        Exact-match tolerance; default 1e-6 ("gram") or 1e-9 ("qr"), must lie in (0, 1).
+    rank_tol : float, optional
+        Numerical rank of a span (default :data:`~repmatch.reduce.RANK_TOL` = 1e-10).
+
+    Returns
+    -------
+    float in [0, 1]
+        The certified upper end of the largest distance: the maximum match at this ε is certified
+        to hold every live neuron.
+
+    Raises
+    ------
+    ValueError
+        When ``tol`` or ``rank_tol`` is not in (0, 1), or the inputs are not valid activations.
     """
     geo, _ = _resolve(X, Y, None, method=method, tol=tol, rank_tol=rank_tol)
     value, bound = _max_epsilon(geo)
@@ -1052,6 +1075,34 @@ def similarity_curve(X, Y=None, *, eps, method: str | None = None, tol: float | 
     match: the maximum match is monotone in ε, and pruning from any superset reaches it. The
     certified match and its certified superset (module docstring) are followed separately when
     they differ.
+
+    Parameters
+    ----------
+    X, Y : array-like of shape (n_samples, n_x) and (n_samples, n_y)
+        Activations of the two layers on the same inputs, rows in the same order. Alternatively
+        pass a :class:`~repmatch.Reduction` (or a ``Geometry``) as ``X`` and omit ``Y``.
+    eps : float or sequence of float, each in [0, 1)
+        The ε grid; a scalar is a grid of one. The results keep the order given.
+    method : {"gram", "qr"}, optional
+        Reduction used for in-memory arrays (default "gram"; "qr" resolves exact matches to 1e-9).
+    tol : float, optional
+        Exact-match tolerance; default 1e-6 ("gram") or 1e-9 ("qr"), must lie in (0, 1).
+    rank_tol : float, optional
+        Numerical rank of a span (default :data:`~repmatch.reduce.RANK_TOL` = 1e-10).
+
+    Returns
+    -------
+    SimilarityCurve
+        ``.eps`` (the grid as a 1-D float array), ``.similarity``, ``.size_x``, ``.size_y`` (the
+        certified maximum match at each ε; lower bounds where neurons are uncertain),
+        ``.uncertain_x`` / ``.uncertain_y`` (undecided neurons at each ε, almost always 0),
+        ``.n_x``, ``.n_y``, ``.dead_x``, ``.dead_y``, ``.max_epsilon`` with its
+        ``.max_epsilon_bound``, ``.tol``, ``.rank_tol`` and ``.n_samples``.
+
+    Raises
+    ------
+    ValueError
+        When an ε is not in [0, 1), or ``tol`` / ``rank_tol`` is not in (0, 1).
     """
     geo, eps = _resolve(X, Y, eps, method=method, tol=tol, rank_tol=rank_tol)
     grid = check_eps_grid(eps)
@@ -1108,8 +1159,34 @@ def minimal_epsilon(
     certified that tightly). Returns ε = 0 when the exact match (up to ``tol``) is already large
     enough.
 
+    Parameters
+    ----------
+    X, Y : array-like of shape (n_samples, n_x) and (n_samples, n_y)
+        Activations of the two layers on the same inputs, rows in the same order. Alternatively
+        pass a :class:`~repmatch.Reduction` (or a ``Geometry``) as ``X`` and omit ``Y``.
+    min_size : int >= 1
+        Neurons the match must hold on each side.
+    method : {"gram", "qr"}, optional
+        Reduction used for in-memory arrays (default "gram"; "qr" resolves exact matches to 1e-9).
+    tol : float, optional
+        Exact-match tolerance; default 1e-6 ("gram") or 1e-9 ("qr"), must lie in (0, 1).
+    rank_tol : float, optional
+        Numerical rank of a span (default :data:`~repmatch.reduce.RANK_TOL` = 1e-10).
+    bisect_steps : int >= 0, default 30
+        Bisection steps before the exact descent through critical values.
+
+    Returns
+    -------
+    eps : float in [0, 1)
+        The smallest such ε (a certified upper bound when a RepmatchWarning says so).
+    match : Match
+        The maximum match at ``eps``.
+
     Raises
     ------
+    ValueError
+        When ``min_size`` is not a positive integer, ``bisect_steps`` is negative, or ``tol`` /
+        ``rank_tol`` is not in (0, 1).
     NoMatchError (a ValueError)
         When no ε < 1 reaches ``min_size``: fewer live neurons than that on a side, or layers so
         far apart (orthogonal) that nothing matches below ε = 1.

@@ -84,7 +84,20 @@ def _short(exc: BaseException) -> str:
 
 def writable(directory) -> tuple:
     """``(True, "")`` if a file can be created in ``directory`` (tried, not guessed: ``os.access`` says
-    yes to root in a read-only directory), else ``(False, reason)``."""
+    yes to root in a read-only directory), else ``(False, reason)``.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        An existing directory; a probe file is created in it and removed.
+
+    Returns
+    -------
+    ok : bool
+        Whether the probe file could be created.
+    reason : str
+        The OS error message when not, else ``""``.
+    """
     try:
         fd, probe = tempfile.mkstemp(dir=os.fspath(directory), prefix=".repmatch-probe-")
     except OSError as exc:
@@ -115,13 +128,36 @@ def _pid_alive(pid: int) -> bool:
 
 
 def config_hash(config) -> str:
-    """A short hash of the number-changing part of a configuration dict (:func:`result_config`)."""
+    """A short hash of the number-changing part of a configuration dict (:func:`result_config`).
+
+    Parameters
+    ----------
+    config : dict
+        A run configuration (anything else hashes as an empty one); values that are not JSON are
+        hashed by their ``str``.
+
+    Returns
+    -------
+    str
+        The first 12 hex digits of the SHA-256 of the sorted JSON of :func:`result_config`.
+    """
     text = json.dumps(result_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def result_config(config) -> dict:
-    """``config`` without the fields that change no number (:data:`IGNORED_CONFIG_KEYS`)."""
+    """``config`` without the fields that change no number (:data:`IGNORED_CONFIG_KEYS`).
+
+    Parameters
+    ----------
+    config : dict
+        A run configuration.
+
+    Returns
+    -------
+    dict
+        A new dict without those keys; ``{}`` when ``config`` is not a dict.
+    """
     if not isinstance(config, dict):
         return {}
     return {k: v for k, v in config.items() if k not in IGNORED_CONFIG_KEYS}
@@ -299,7 +335,23 @@ class RunLock:
 
 # ------------------------------------------------------------------------------------------ cache files
 def read_unit_json(path: str, key: str, h: str):
-    """The ``value`` of a unit file if its hash is ``h``; ``None`` if absent, stale or damaged (warned)."""
+    """The ``value`` of a unit file if its hash is ``h``; ``None`` if absent, stale or damaged (warned).
+
+    Parameters
+    ----------
+    path : str
+        The unit's JSON file (``{"key": ..., "hash": ..., "value": {...}}``).
+    key : str
+        The unit's key, which the record must carry (when it has one) and messages name.
+    h : str
+        The hash of the unit's current parameters.
+
+    Returns
+    -------
+    dict or None
+        The record's ``value``; ``None`` when the file is missing or has another hash (a plain
+        miss), or is damaged (a :class:`RunDirWarning` says so).
+    """
     if not os.path.exists(path):
         return None
     try:
@@ -326,7 +378,23 @@ _NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZi
 
 def load_cached_reductions(path: str, layer_names, *, sizes: dict | None = None):
     """``{layer: Reduction}`` from a cached reductions file holding every layer of ``layer_names``;
-    ``None`` (with a warning) if it is damaged, lacks a layer or has the wrong sizes."""
+    ``None`` (with a warning) if it is damaged, lacks a layer or has the wrong sizes.
+
+    Parameters
+    ----------
+    path : str
+        A file written by :func:`repmatch.io.save_reductions`.
+    layer_names : iterable of str
+        Layers the file must hold.
+    sizes : dict, optional
+        ``{layer: (n_x, n_y)}`` the reductions must have.
+
+    Returns
+    -------
+    dict of str to Reduction, or None
+        Every reduction of the file (it may hold more layers than asked for); ``None`` on a damaged
+        or incomplete file (a :class:`RunDirWarning` says so).
+    """
     from .io import load_reductions
 
     try:
@@ -352,7 +420,25 @@ def load_cached_reductions(path: str, layer_names, *, sizes: dict | None = None)
 def load_cached_sample(path: str, layer_names, *, groups: bool = False):
     """``{layer: (X, Y)}`` float64 from a cached row sample (entries ``<i>_x``, ``<i>_y``; with
     ``groups``, ``(X, Y, g)`` with the input index ``<i>_g`` of every row); ``None`` (with a warning)
-    if it is damaged or incomplete."""
+    if it is damaged or incomplete.
+
+    Parameters
+    ----------
+    path : str
+        An ``.npz`` file; entry ``i`` belongs to ``layer_names[i]``.
+    layer_names : sequence of str
+        The layers, in the file's order.
+    groups : bool, default False
+        Also read the integer group (input index) of every row.
+
+    Returns
+    -------
+    dict or None
+        ``{layer: (X, Y)}`` with X of shape (n_rows, n_x) and Y of shape (n_rows, n_y), float64
+        (``(X, Y, g)`` with ``g`` of shape (n_rows,) when ``groups``); ``None`` when an entry is
+        missing, empty, not 2-D floating point or of mismatched rows (a :class:`RunDirWarning`
+        says so).
+    """
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             out = {}
@@ -376,7 +462,22 @@ def load_cached_sample(path: str, layer_names, *, groups: bool = False):
 
 def quarantine(path: str, reason: str, action: str) -> str:
     """Rename a damaged file to ``<path>.damaged`` (kept for inspection) and warn ``"<path> <reason>:
-    moved to ...; <action>"``; returns the new name."""
+    moved to ...; <action>"``; returns the new name.
+
+    Parameters
+    ----------
+    path : str
+        The damaged file (an existing ``<path>.damaged`` is replaced).
+    reason : str
+        What is wrong with it, for the warning.
+    action : str
+        What the caller does instead, for the warning.
+
+    Returns
+    -------
+    str
+        ``path + ".damaged"``.
+    """
     dest = path + ".damaged"
     os.replace(path, dest)
     _warn(f"{path} {reason}: moved to {os.path.basename(dest)}; {action}")
@@ -421,6 +522,20 @@ def archive_previous_results(out: str, config: dict):
 
     Returns the archive directory, or ``None`` when there was nothing to move (no results.json, or
     one of the same configuration). Warns with the differences and where the files went.
+
+    Parameters
+    ----------
+    out : str
+        The run directory.
+    config : dict
+        The configuration of the run about to write there.
+
+    Returns
+    -------
+    str or None
+        ``out/previous/config-<hash of the old configuration>`` (``unreadable-<time>`` when the old
+        results.json could not be read), replacing an older archive of that name; ``None`` when
+        nothing was moved.
     """
     prev = previous_results(out, config)
     if prev is None:

@@ -66,6 +66,27 @@ def load_activations(path, name: str = "file") -> dict:
 
     Returns ``{layer_name: ndarray}``. Raises FileNotFoundError for a missing file and ValueError
     naming ``name`` for unsupported suffixes, unreadable contents or arrays that are not 2-D.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy`` or ``.npz`` file (suffix case ignored); object arrays are never unpickled.
+    name : str, default "file"
+        What the file is to the caller (e.g. an option name), used in messages.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Every array of the file, each of shape (n_samples, n_neurons) in its stored dtype (real
+        numbers or bool); a ``.npy`` gives one entry named after the file without its suffix.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When ``path`` is a directory, has another suffix, is damaged, holds reductions or no
+        arrays, or an array is not 2-D real numbers.
     """
     path = _check_exists(path, name)
     suffix = os.path.splitext(path)[1].lower()
@@ -103,7 +124,18 @@ def load_activations(path, name: str = "file") -> dict:
 
 
 def is_reduction_file(path) -> bool:
-    """True if ``path`` is an ``.npz`` written by :func:`save_reductions` or ``Reduction.save``."""
+    """True if ``path`` is an ``.npz`` written by :func:`save_reductions` or ``Reduction.save``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any path.
+
+    Returns
+    -------
+    bool
+        False for a missing file, another suffix or a file that cannot be read (never raises).
+    """
     path = os.fspath(path)
     if not path.lower().endswith(".npz") or not os.path.isfile(path):
         return False
@@ -118,6 +150,24 @@ def save_reductions(path, reductions: dict, *, metadata: dict | None = None) -> 
     """Write ``{layer_name: Reduction}`` to one ``.npz`` file atomically.
 
     ``metadata`` (JSON-serialisable) is stored alongside, e.g. checkpoints, dataset and conv mode.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file to write (replaced if it exists).
+    reductions : dict of str to Reduction
+        One reduction per layer, in the order to store; names may not contain "/".
+    metadata : dict, optional
+        JSON-serialisable information stored with them (default ``{}``).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        When a layer name contains "/" or a value is not a :class:`~repmatch.Reduction`.
     """
     from .reduce import _FORMAT_VERSION
 
@@ -139,6 +189,28 @@ def load_reductions(path, name: str = "file") -> tuple[dict, dict]:
     Returns ``({layer_name: Reduction}, metadata)``. A damaged file (truncated, a bad zip member, a CRC
     error, a layer without one of its fields, metadata that is not JSON) raises a ValueError naming
     ``name``, the file and what is wrong.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+    name : str, default "file"
+        What the file is to the caller, used in messages.
+
+    Returns
+    -------
+    reductions : dict of str to Reduction
+        One per layer, in the stored order (a single ``Reduction.save`` file gives one, named after
+        the file without its suffix).
+    metadata : dict
+        The stored metadata (``{}`` when there is none).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ValueError
+        When ``path`` is a directory, not a reductions file, or damaged.
     """
     path = _check_exists(path, name)
     try:
@@ -210,6 +282,23 @@ def load_results(run_dir) -> dict:
 
     Every unit in it is a measure's result as ``to_dict()`` (docs/reproduce.md); read one back with
     its class's ``from_dict``. A file of another format (an older repmatch) is refused, not misread.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run directory holding ``results.json``, or the path of the file.
+
+    Returns
+    -------
+    dict
+        The parsed document (its ``"format"`` is :data:`~repmatch.pipeline.config.RESULTS_FORMAT`).
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        When the file is not valid JSON or not a results file of this format.
     """
     from .pipeline.config import RESULTS_FORMAT
 

@@ -141,6 +141,25 @@ def layer_matrix(acts_a: dict, acts_b: dict, measures=("linear_cka",), layers=No
 
     ``acts_a`` / ``acts_b``: ``{layer: array (n_rows, n_units)}`` (the same rows for every layer).
     A measure that fails on a pair (e.g. CCA with too few rows) gives NaN there.
+
+    Parameters
+    ----------
+    acts_a, acts_b : dict of str to array-like of shape (n_rows, n_units)
+        The two networks' activations, the same rows for every layer.
+    measures : sequence of str, default ("linear_cka",)
+        Keys of :data:`MEASURES`.
+    layers : sequence of str, optional
+        Layers to compare, present in both (default: those of ``acts_a``, in order).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_layers, n_layers)
+        One float64 matrix per measure, rows the layers of A, columns those of B.
+
+    Raises
+    ------
+    ValueError
+        When ``measures`` is empty or names an unknown measure.
     """
     names = _check_measures(measures)
     layers = list(acts_a) if layers is None else list(layers)
@@ -164,6 +183,20 @@ def linear_cka_matrix(acts_a: dict, acts_b: dict, layers=None, *, perm=None) -> 
     The feature-space form ``||Xc^T Yc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` of centred rows, as
     :func:`repmatch.linear_cka`, computed directly so that permutation nulls cost one product per
     layer pair. A layer without variance gives NaN.
+
+    Parameters
+    ----------
+    acts_a, acts_b : dict of str to array-like of shape (n_rows, n_units)
+        The two networks' activations, the same rows for every layer.
+    layers : sequence of str, optional
+        Layers to compare, present in both (default: those of ``acts_a``, in order).
+    perm : array-like of int of shape (n_rows,), optional
+        A permutation applied to the (centred) rows of every layer of B.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_layers, n_layers)
+        ``M[i, j]`` = linear CKA of layer i of A with layer j of B, in [0, 1].
     """
     layers = list(acts_a) if layers is None else list(layers)
     A = [np.asarray(acts_a[la], dtype=np.float64) for la in layers]
@@ -280,6 +313,18 @@ def layer_identification(activations: list, measures=None, *, layers=None, progr
         Default: the layers of the first network, in order.
     progress : callable, optional
         Called with a short message per pair of networks.
+
+    Returns
+    -------
+    LayerIdResult
+        Accuracy of every measure (overall and per layer), the layer matrices of every ordered
+        pair of networks, and the layers, number of networks and rows used.
+
+    Raises
+    ------
+    ValueError
+        When fewer than 2 networks or 2 layers are given, a network lacks a layer, the layers'
+        rows differ, or ``measures`` is empty or names an unknown measure.
     """
     names = _check_measures(measures)
     if not isinstance(activations, (list, tuple)) or len(activations) < 2:
@@ -321,6 +366,53 @@ def run_benchmark(dataset: str = "digits", seeds=5, *, arch: str = "smallcnn", e
     digits, else the first 2,000 test images). Returns a JSON-ready dict (the result, the
     configuration and the networks' test accuracies). Networks whose best test accuracy is below
     ``min_accuracy`` (training failed) are left out and listed under ``excluded``. Needs PyTorch.
+
+    Parameters
+    ----------
+    dataset : {"digits", "mnist", "fashion-mnist"}, default "digits"
+    seeds : int or list of int, default 5
+        An int K >= 2 (seeds 0..K-1) or a list of at least 2 distinct non-negative seeds.
+    arch : str, default "smallcnn"
+        Architecture to train (see :func:`repmatch.nets.build_model`).
+    epochs : int, optional
+        Training epochs (default 10 for digits, else 3).
+    width : float, default 1.0
+        Width multiplier of the architecture.
+    n_train : int, optional
+        Training images to use (default: all).
+    n_images : int >= 10, optional
+        Probe images (default as above).
+    data_dir : str, optional
+        Where datasets are looked for.
+    out : str or os.PathLike, optional
+        Run directory (default ``runs/layer-id-<arch>-<dataset>``); networks are trained into (or
+        reused from) a subdirectory named after the training settings.
+    device : str, default "cpu"
+        Torch device for training and extraction.
+    measures : sequence of str, optional
+        Keys of :data:`MEASURES` (default :data:`DEFAULT_MEASURES`).
+    progress : bool, default True
+        Show training progress bars.
+    say : callable, optional
+        Called with a short message at each step.
+    min_accuracy : float in [0, 1), default 0.0
+        Best test accuracy a network needs to be scored.
+    lr : float, optional
+        Learning rate (default: the architecture's).
+
+    Returns
+    -------
+    dict
+        ``"result"`` (the :class:`LayerIdResult`; ``.to_dict()`` for JSON), ``"config"`` (the
+        settings used), ``"test_acc"`` (``{seed: best test accuracy}`` of the networks scored) and
+        ``"excluded"`` (the same for those left out).
+
+    Raises
+    ------
+    ValueError
+        On an unsupported dataset, invalid ``seeds``, ``epochs``, ``n_images``, ``measures`` or
+        ``min_accuracy``, a learning rate that makes training diverge, or fewer than 2 networks
+        reaching ``min_accuracy``.
     """
     import os
 

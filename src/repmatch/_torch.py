@@ -60,6 +60,23 @@ AUCTION_SCALING = 8.0
 
 
 def as_device(device) -> torch.device:
+    """``device`` as a :class:`torch.device`, checked; a bare ``"cuda"`` is pinned to the current GPU.
+
+    Parameters
+    ----------
+    device : str, int or torch.device
+        Anything :class:`torch.device` accepts, e.g. ``"cpu"``, ``"cuda:0"``.
+
+    Returns
+    -------
+    torch.device
+        With an index for CUDA (the GPU current now when none was given).
+
+    Raises
+    ------
+    ValueError
+        When ``device`` is not a torch device, or names CUDA on a machine without it.
+    """
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -82,7 +99,20 @@ def all_finite(*tensors) -> torch.Tensor:
 
 
 def to_device(a, device: torch.device) -> torch.Tensor:
-    """A float64 tensor on ``device`` (from an array or a tensor on any device)."""
+    """A float64 tensor on ``device`` (from an array or a tensor on any device).
+
+    Parameters
+    ----------
+    a : array-like or torch.Tensor
+        The data (a tensor is detached first).
+    device : torch.device
+        Where the result lives.
+
+    Returns
+    -------
+    torch.Tensor of float64
+        Same shape as ``a``.
+    """
     if isinstance(a, torch.Tensor):
         return a.detach().to(device=device, dtype=torch.float64)
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
@@ -129,7 +159,23 @@ def _as_batch(a, name: str, width: int, wname: str, device) -> torch.Tensor:
 
 def pair(X, Y) -> tuple:
     """X and Y as 2-D tensors with the same number of rows, left where they are (arrays wrapped
-    without a copy); raises ValueError naming X or Y."""
+    without a copy); raises ValueError naming X or Y.
+
+    Parameters
+    ----------
+    X, Y : array-like or torch.Tensor of shape (n_samples, n_x) and (n_samples, n_y)
+        Numeric activations; arrays are wrapped (byte order made native when needed).
+
+    Returns
+    -------
+    X, Y : torch.Tensor
+        In their own dtypes and devices.
+
+    Raises
+    ------
+    ValueError
+        When either is not numeric or not 2-D, or their row counts differ.
+    """
     out = [_as_2d(X, "X"), _as_2d(Y, "Y")]
     if out[0].shape[0] != out[1].shape[0]:
         raise ValueError(f"X and Y must have the same number of rows (the same inputs): X has shape "
@@ -138,7 +184,29 @@ def pair(X, Y) -> tuple:
 
 
 def joint_batch(red, x, y, names=("x", "y")) -> torch.Tensor:
-    """The checked joint batch ``[x y]`` as a float64 (b, n_x + n_y) tensor on ``red.device``."""
+    """The checked joint batch ``[x y]`` as a float64 (b, n_x + n_y) tensor on ``red.device``.
+
+    Parameters
+    ----------
+    red : Reduction
+        A reduction on a torch device (``red.device`` set).
+    x, y : array-like or torch.Tensor
+        One batch of each side: (b, n) rows, or (B, n, *spatial) conv outputs whose every (input,
+        position) becomes a row, image-major.
+    names : tuple of str, default ("x", "y")
+        What to call the two sides in messages.
+
+    Returns
+    -------
+    torch.Tensor of float64, shape (b, n_x + n_y)
+        On ``red.device``.
+
+    Raises
+    ------
+    ValueError
+        When a side is not numeric, has fewer than 2 dimensions, the wrong width, complex values
+        or no samples, or the two sides give different numbers of rows.
+    """
     xt = _as_batch(x, names[0], red.n_x, "n_x", red.device)
     yt = _as_batch(y, names[1], red.n_y, "n_y", red.device)
     if xt.shape[0] != yt.shape[0]:
@@ -151,7 +219,27 @@ def joint_batch(red, x, y, names=("x", "y")) -> torch.Tensor:
 
 def scaled_batch(red, z: torch.Tensor, names) -> torch.Tensor:
     """``z`` checked finite (ValueError naming the side) and divided by the reduction's units,
-    which change first if the batch needs it (Reduction._scales_for)."""
+    which change first if the batch needs it (Reduction._scales_for).
+
+    Parameters
+    ----------
+    red : Reduction
+        A reduction on a torch device (``red.device`` set).
+    z : torch.Tensor of float64, shape (b, n_x + n_y)
+        A joint batch (:func:`joint_batch`).
+    names : tuple of str
+        What to call the X and the Y side in messages.
+
+    Returns
+    -------
+    torch.Tensor of float64, shape (b, n_x + n_y)
+        ``z`` divided by the (possibly updated) ``red.scale``; ``z`` itself when every unit is 1.
+
+    Raises
+    ------
+    ValueError
+        When a side holds NaN or Inf.
+    """
     maxabs = z.abs().amax(dim=0).cpu().numpy()  # NaN/Inf propagate into the maxima
     if not np.isfinite(maxabs).all():
         sides = ((slice(0, red.n_x), names[0]), (slice(red.n_x, None), names[1]))
@@ -172,6 +260,26 @@ def checked_moments(red, z: torch.Tensor, names) -> tuple:
     One boolean crosses to the host per batch: NaN/Inf in the input propagate into the mean and
     the diagonal, and so does float64 overflow of a square; only then are the sides inspected
     to say which one, and whether it held non-finite values or overflowed.
+
+    Parameters
+    ----------
+    red : Reduction
+        A reduction on a torch device (``red.device`` set).
+    z : torch.Tensor of float64, shape (b, n_x + n_y)
+        A joint batch; centred in place.
+    names : tuple of str
+        What to call the X and the Y side in messages.
+
+    Returns
+    -------
+    mean : torch.Tensor of shape (n_x + n_y,)
+    comoment : torch.Tensor of shape (n_x + n_y, n_x + n_y)
+        ``zc^T zc`` of the centred rows.
+
+    Raises
+    ------
+    ValueError
+        When a side holds NaN or Inf, or its squares overflow float64.
     """
     finite_in = torch.isfinite(z).all(dim=0)
     mean, com = centred_moments(z)
@@ -190,14 +298,39 @@ def checked_moments(red, z: torch.Tensor, names) -> tuple:
 
 
 def centred_moments(z: torch.Tensor) -> tuple:
-    """(mean, centred co-moment) of the rows of z; centres z in place."""
+    """(mean, centred co-moment) of the rows of z; centres z in place.
+
+    Parameters
+    ----------
+    z : torch.Tensor, shape (b, n)
+        Rows to reduce; overwritten with the centred rows.
+
+    Returns
+    -------
+    mean : torch.Tensor of shape (n,)
+    comoment : torch.Tensor of shape (n, n)
+        ``zc^T zc`` of the centred rows (unchecked: see :func:`checked_moments`).
+    """
     mean = z.mean(dim=0)
     z -= mean
     return mean, z.T @ z
 
 
 def stack_r(parts, n: int) -> torch.Tensor:
-    """The R factor of the rows of all ``parts`` stacked, at most n rows (TSQR step)."""
+    """The R factor of the rows of all ``parts`` stacked, at most n rows (TSQR step).
+
+    Parameters
+    ----------
+    parts : sequence of torch.Tensor of shape (k_i, n)
+        The previous R factor and new (centred) rows, on one device.
+    n : int
+        Number of columns (the most rows R needs).
+
+    Returns
+    -------
+    torch.Tensor of shape (min(n, sum k_i), n)
+        Upper triangular; the (empty) stack itself when there are no rows.
+    """
     stacked = torch.cat(parts, dim=0)
     if stacked.shape[0] == 0:
         return stacked
@@ -206,7 +339,21 @@ def stack_r(parts, n: int) -> torch.Tensor:
 
 def normalised_gram(red) -> tuple:
     """Unit-diagonal Gram matrix of the live neurons on the reduction's device, and the host mask of
-    live neurons (non-zero diagonal); the device twin of subspace._geometry_from_reduction."""
+    live neurons (non-zero diagonal); the device twin of subspace._geometry_from_reduction.
+
+    Parameters
+    ----------
+    red : Reduction
+        A reduction on a torch device (``red.device`` set).
+
+    Returns
+    -------
+    G : torch.Tensor of float64, shape (n_x + n_y, n_x + n_y)
+        The uncentred Gram matrix ``comoment + n mean mean^T`` scaled to unit diagonal on live
+        neurons; rows and columns of dead neurons are 0.
+    live : ndarray of bool, shape (n_x + n_y,)
+        Whether each neuron's Gram diagonal is positive.
+    """
     acc = red.device_tensors()
     mean, com = acc["mean"], acc["comoment"]
     G = com + red.n_samples * (mean[:, None] * mean[None, :])
@@ -220,6 +367,18 @@ def normalised_gram(red) -> tuple:
 
 
 def submatrix(G: torch.Tensor, cols) -> torch.Tensor:
+    """``G[cols][:, cols]`` for a host index array, on ``G``'s device.
+
+    Parameters
+    ----------
+    G : torch.Tensor, shape (n, n)
+    cols : array-like of int
+        Indices into both axes.
+
+    Returns
+    -------
+    torch.Tensor, shape (len(cols), len(cols))
+    """
     idx = torch.as_tensor(np.asarray(cols, dtype=np.int64), device=G.device)
     return G.index_select(0, idx).index_select(1, idx)
 
@@ -235,6 +394,22 @@ def gram_evaluate(space, A, B, t2=None) -> tuple:
     Pivoted Cholesky over B carried through A (module docstring). The pivot choice and the stopping
     test stay on the device (masked updates after the stop), so the loop reads nothing on the host
     but a stop flag every :data:`_STOP_CHECK` pivots.
+
+    Parameters
+    ----------
+    space : GramSpace
+        Whose ``G`` is a unit-diagonal torch tensor, with per-neuron error levels ``eta`` and
+        ``rank_tol``.
+    A, B : array-like of int
+        Non-empty neuron indices: distances of A's neurons to span(B).
+    t2 : float, optional
+        The caller's squared threshold, accepted for the host kernel's signature (unused here).
+
+    Returns
+    -------
+    d2, lo, hi : ndarray of float64, shape (len(A),)
+        Squared relative distances in [0, 1] and bounds on the exact ones (all three equal when
+        certification is off).
     """
     from . import _certify as cert
     from .subspace import _CERTIFY, _GRAM_FLOOR, _gram_finish

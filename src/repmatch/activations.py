@@ -122,7 +122,22 @@ class LayerDict(dict):
 
 # ---------------------------------------------------------------------------------------------- layers
 def unwrap(model: nn.Module) -> nn.Module:
-    """Strip ``DataParallel`` / ``DistributedDataParallel`` wrappers (any depth)."""
+    """Strip ``DataParallel`` / ``DistributedDataParallel`` wrappers (any depth).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    torch.nn.Module
+        The innermost wrapped module (``model`` itself when it is not wrapped).
+
+    Raises
+    ------
+    ValueError
+        When ``model`` is not a ``torch.nn.Module``.
+    """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
@@ -135,7 +150,18 @@ def _leaves(model: nn.Module) -> list:
 
 
 def list_layers(model: nn.Module) -> list:
-    """``[(index, name, type_name)]`` of the leaf modules, the candidates for integer layer indices."""
+    """``[(index, name, type_name)]`` of the leaf modules, the candidates for integer layer indices.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        DataParallel wrappers are unwrapped first.
+
+    Returns
+    -------
+    list of (int, str, str)
+        Index, module name and class name of every module without children, in module order.
+    """
     return [(i, n, type(m).__name__) for i, (n, m) in enumerate(_leaves(unwrap(model)))]
 
 
@@ -155,6 +181,24 @@ def resolve_layers(model: nn.Module, layers=None) -> dict:
     :func:`list_layers`; also as a string such as ``"-1"``), a type name (``"ReLU"`` or
     ``"type:ReLU"``) or an ``nn.Module`` subclass. ``None`` means every ``nn.ReLU``. Raises ValueError
     listing the available names for anything unknown.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        DataParallel wrappers are unwrapped first (names may keep the ``module.`` prefix).
+    layers : None, str, int, type, torch.nn.Module or list of these
+        The specification (an ``nn.Module`` instance must be a submodule of ``model``).
+
+    Returns
+    -------
+    dict of str to torch.nn.Module
+        The chosen modules by name, in the model's module order, each once.
+
+    Raises
+    ------
+    ValueError
+        When the list is empty, or an item is unknown, out of range, of an unsupported kind, or
+        matches no module.
     """
     model = unwrap(model)
     named = {n: m for n, m in model.named_modules() if n}
@@ -214,7 +258,25 @@ def resolve_layers(model: nn.Module, layers=None) -> dict:
 
 # ---------------------------------------------------------------------------------------------- conv modes
 def parse_conv_mode(conv_mode: str) -> tuple:
-    """``"positions"`` -> ("positions", None); ``"sample:1000"`` -> ("sample", 1000)."""
+    """``"positions"`` -> ("positions", None); ``"sample:1000"`` -> ("sample", 1000).
+
+    Parameters
+    ----------
+    conv_mode : str
+        One of :data:`CONV_MODES` (case and surrounding spaces ignored), K a positive integer.
+
+    Returns
+    -------
+    mode : str
+        ``"positions"``, ``"flatten"``, ``"avgpool"`` or ``"sample"``.
+    k : int or None
+        K for ``"sample"``, else None.
+
+    Raises
+    ------
+    ValueError
+        When ``conv_mode`` is none of these.
+    """
     if isinstance(conv_mode, str):
         mode = conv_mode.strip().lower()
         if mode in ("positions", "flatten", "avgpool"):
@@ -236,7 +298,31 @@ def _sample_draw(batch_size: int, k: int, sample_seed: int, batch_index: int, de
 
 
 def apply_conv_mode(t: torch.Tensor, mode: str, draw=None) -> torch.Tensor:
-    """Turn one layer output (batch, C, *spatial) into a 2-D (samples, neurons) tensor (see module doc)."""
+    """Turn one layer output (batch, C, *spatial) into a 2-D (samples, neurons) tensor (see module doc).
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        The layer's output: (batch, features) is returned as is; (batch, C, *spatial) is read by
+        ``mode``.
+    mode : {"positions", "flatten", "avgpool", "sample"}
+        The parsed mode (:func:`parse_conv_mode`).
+    draw : tuple of torch.Tensor, optional
+        For ``"sample"`` only: ``(image index, u, v)``, K image indices and K relative coordinates
+        in [0, 1) along the first and second spatial axis, from the batch's seeded draw.
+
+    Returns
+    -------
+    torch.Tensor, 2-D
+        ``"positions"``: (batch * prod(spatial), C), image-major; ``"flatten"``: (batch, C *
+        prod(spatial)); ``"avgpool"``: (batch, C); ``"sample"``: (K, C).
+
+    Raises
+    ------
+    ValueError
+        When ``t`` has fewer than 2 dimensions, ``"sample"`` meets more than 2 spatial axes, or
+        ``mode`` is unknown.
+    """
     if t.dim() == 2:
         return t
     if t.dim() < 2:
@@ -504,6 +590,22 @@ def describe_layers(model: nn.Module, batch, layers=None, *, conv_mode: str = "p
     Returns one dict per layer: ``name``, ``type``, ``shape`` (the output after the batch
     dimension), ``layout`` and ``reason`` (see the module docstring), ``rows`` (samples this batch
     gives) and ``neurons``. Arguments as in :func:`extract`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Run in eval mode (its mode is restored); moved to ``device`` when given.
+    batch
+        One batch as a loader would yield it.
+    layers
+        See :func:`resolve_layers`; default every ReLU.
+    conv_mode, seq_mode, layout, output_key, mask, input_fn, device
+        As in :func:`extract`.
+
+    Returns
+    -------
+    list of dict
+        One per chosen layer, in module order.
     """
     model = unwrap(model)
     if device is not None:
@@ -603,7 +705,17 @@ def extract(model: nn.Module, loader, layers=None, *, conv_mode: str = "position
 
 # ---------------------------------------------------------------------------------------------- two models
 def pair_key(layer_a: str, layer_b: str) -> str:
-    """Key of a cross-layer pair in :func:`reduce_pair`'s result (``pairs="all"``): ``"<a>|<b>"``."""
+    """Key of a cross-layer pair in :func:`reduce_pair`'s result (``pairs="all"``): ``"<a>|<b>"``.
+
+    Parameters
+    ----------
+    layer_a, layer_b : str
+        Layer names in network A and in network B.
+
+    Returns
+    -------
+    str
+    """
     return f"{layer_a}|{layer_b}"
 
 
@@ -618,6 +730,33 @@ def stream_pair(model_a: nn.Module, model_b: nn.Module, loader, layers=None, *, 
     activations. ``layers_b`` defaults to ``layers``; the other arguments are those of
     :func:`reduce_pair`. Hooks are removed when the generator is exhausted, closed or
     garbage-collected, or when anything raises.
+
+    Parameters
+    ----------
+    model_a, model_b : torch.nn.Module
+        The two networks (run in eval mode).
+    loader : iterable
+        Batches fed to both (as in :func:`extract`).
+    layers, layers_b
+        Layer specifications for each model (:func:`resolve_layers`); ``layers_b`` defaults to
+        ``layers``. Default: every ReLU.
+    conv_mode, seq_mode, layout, output_key, mask, input_fn, input_fn_b, loader_b, device, sample_seed
+        As in :func:`reduce_pair`.
+    max_batches : int, optional
+        Stop after this many batches.
+    progress : bool, default False
+        Show a progress bar.
+
+    Yields
+    ------
+    batch_index : int
+    acts_a, acts_b : dict of str to ndarray
+        This batch's rows of every layer of each network.
+
+    Returns
+    -------
+    generator
+        Of the tuples above.
     """
     raw = _stream_raw(model_a, model_b, loader, layers, layers_b=layers_b, conv_mode=conv_mode, seq_mode=seq_mode,
                       layout=layout, output_key=output_key, mask=mask, input_fn=input_fn, input_fn_b=input_fn_b,
@@ -1325,7 +1464,30 @@ def _reduction_device(reduction_device, device, model):
 
 # ---------------------------------------------------------------------------------------------- saved files
 def load_saved_activations(directory, network: str = "a", layers=None, *, mmap: bool = False) -> dict:
-    """Concatenate the chunks saved by ``reduce_pair(save=...)``: ``{layer: ndarray}`` for one network."""
+    """Concatenate the chunks saved by ``reduce_pair(save=...)``: ``{layer: ndarray}`` for one network.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The ``save=`` directory (with its ``manifest.json``).
+    network : str, default "a"
+        Which network's activations (a key of the manifest's ``networks``: ``"a"`` or ``"b"``).
+    layers : sequence of str, optional
+        Layers to read (default: every saved layer of that network, in saved order).
+    mmap : bool, default False
+        Memory-map the chunks while concatenating (the result is still an in-memory array).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (samples, neurons)
+
+    Raises
+    ------
+    FileNotFoundError
+        When the directory has no manifest.json.
+    ValueError
+        When the manifest is damaged, or ``network`` or a layer was not saved.
+    """
     manifest = read_saved_manifest(directory)
     nets = manifest["networks"]
     if network not in nets:
@@ -1345,6 +1507,26 @@ def saved_to_npz(directory, network: str, path) -> None:
     """Write one network's saved chunks into a single ``.npz`` (one array per layer), atomically.
 
     Layers are written one at a time, so memory holds at most one layer's activations.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The ``save=`` directory of :func:`reduce_pair`.
+    network : str
+        Which network (a key of the manifest's ``networks``, e.g. ``"a"``).
+    path : str or os.PathLike
+        The ``.npz`` to write (replaced if it exists); entries are named after the layers.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    FileNotFoundError
+        When the directory has no manifest.json.
+    ValueError
+        When the manifest is damaged.
     """
     manifest = read_saved_manifest(directory)
     layers = list(manifest["networks"][network])
@@ -1369,5 +1551,17 @@ def saved_to_npz(directory, network: str, path) -> None:
 
 
 def save_activations_npz(activations: dict, path) -> None:
-    """Write ``{layer: ndarray}`` (e.g. from :func:`extract`) to one ``.npz`` atomically."""
+    """Write ``{layer: ndarray}`` (e.g. from :func:`extract`) to one ``.npz`` atomically.
+
+    Parameters
+    ----------
+    activations : dict of str to array-like
+        One array per layer; the layer names become the entries' keys.
+    path : str or os.PathLike
+        The file to write (replaced if it exists).
+
+    Returns
+    -------
+    None
+    """
     atomic_savez(path, **{k: np.asarray(v) for k, v in activations.items()})

@@ -161,6 +161,16 @@ def init_weights(model: nn.Module) -> nn.Module:
     """The authors' initialisation, in place (spec section 5).
 
     Kaiming-normal conv weights (fan_in, ReLU gain), zero biases, Linear N(0, 0.01^2), BatchNorm (1, 0).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Its Conv, Linear and BatchNorm modules are re-initialised from the global torch RNG.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself.
     """
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -177,7 +187,25 @@ def init_weights(model: nn.Module) -> nn.Module:
 
 
 def input_size_for(arch: str, image_size: int) -> int:
-    """The image size ``arch`` should be fed for images of ``image_size``: VGG rounds up to a multiple of 32."""
+    """The image size ``arch`` should be fed for images of ``image_size``: VGG rounds up to a multiple of 32.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`ARCHITECTURES`.
+    image_size : int
+        The dataset's native image side.
+
+    Returns
+    -------
+    int
+        VGG: the next multiple of 32 (at least 32); smallcnn: at least 4; others: ``image_size``.
+
+    Raises
+    ------
+    ValueError
+        When ``arch`` is unknown.
+    """
     arch = _check_arch(arch)
     if arch.startswith("vgg"):
         return max(32, -(-image_size // 32) * 32)
@@ -207,6 +235,34 @@ def build_model(arch: str, *, num_classes: int = 10, in_channels: int = 3, image
     ``options`` configure the transformers (:mod:`repmatch.nets.transformers`): ``depth``, ``dim``,
     ``heads``, ``mlp_ratio``, ``patch_size`` (vit-tiny), ``context`` (char-tiny, whose
     ``num_classes`` is the vocabulary size); the CNNs take none.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`ARCHITECTURES` (case, "-" and "_" ignored).
+    num_classes : int, default 10
+        Outputs of the classifier.
+    in_channels : int, default 3
+        Input image channels.
+    image_size : int, default 32
+        Input image side (see :func:`input_size_for`).
+    width : float, default 1.0
+        Multiplier of every layer's width (> 0).
+    seed : int, optional
+        Seed of the initial weights (default: the global torch RNG).
+    **options
+        Transformer options, as above.
+
+    Returns
+    -------
+    torch.nn.Module
+        The initialised model (in training mode, on the CPU).
+
+    Raises
+    ------
+    ValueError
+        When ``arch`` is unknown, ``num_classes``, ``in_channels`` or ``image_size`` is not a positive
+        integer, ``width`` is not positive, or a CNN is given options.
     """
     from .._validate import check_positive_int
 

@@ -64,7 +64,19 @@ class UnsafeCheckpointError(CheckpointError):
 
 
 def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``."""
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``.
+
+    Parameters
+    ----------
+    obj : object
+        What to save.
+    path : str or os.PathLike
+        The file to write (replaced if it exists).
+
+    Returns
+    -------
+    None
+    """
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -92,6 +104,30 @@ def save_checkpoint(path, *, model: dict, optimizer: dict, rng: torch.Tensor, sc
 
     ``meta`` must hold the entries of :data:`META_KEYS` except ``scheduler``; a value that is not
     JSON-serialisable raises TypeError here, at save time, rather than making the file unreadable.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file to write (replaced if it exists).
+    model, optimizer : dict
+        The model's and the optimiser's ``state_dict()``.
+    rng : torch.Tensor
+        The torch RNG state (``torch.get_rng_state()``).
+    scheduler : dict
+        The learning-rate scheduler's ``state_dict()`` (stored in the JSON meta).
+    **meta
+        The other entries of :data:`META_KEYS` (config, model_kwargs, data, history, ...).
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        When an entry of :data:`META_KEYS` is missing.
+    TypeError
+        When a meta value is not JSON-serialisable.
     """
     missing = [k for k in META_KEYS if k != "scheduler" and k not in meta]
     if missing:
@@ -128,6 +164,27 @@ def read_checkpoint(path, *, name: str = "checkpoint") -> dict:
     (move them where they are used). Raises FileNotFoundError for a missing file, :class:`UnsafeCheckpointError` for a
     file that needs arbitrary unpickling, and :class:`CheckpointError` for anything damaged or
     incomplete; every message starts with ``name`` and names the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+    name : str, default "checkpoint"
+        What the file is to the caller (e.g. an option name), starting every message.
+
+    Returns
+    -------
+    dict
+        The entries above.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    UnsafeCheckpointError
+        A :class:`CheckpointError` (so a ValueError): loading would need arbitrary unpickling.
+    CheckpointError
+        A ValueError: the file is a directory, empty, damaged, of another format or incomplete.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -194,6 +251,30 @@ def load_checkpoint(path, *, device="cpu", name: str = "checkpoint") -> tuple:
     :func:`read_checkpoint`'s dict (``config``, ``data`` with the normalisation, ``history``,
     ``test_acc``, ...). Errors as in :func:`read_checkpoint`; weights that do not fit the
     architecture named in the checkpoint are a :class:`CheckpointError` too.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file (``best.pt`` or ``last.pt``).
+    device : str or torch.device, default "cpu"
+        Where the model is put.
+    name : str, default "checkpoint"
+        What the file is to the caller, starting every message.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode on ``device``.
+    checkpoint : dict
+        :func:`read_checkpoint`'s dict.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    CheckpointError
+        A ValueError: as in :func:`read_checkpoint`, or a model that cannot be built or weights
+        that do not fit it.
     """
     from .architectures import build_model
 

@@ -106,6 +106,21 @@ def read_idx(path) -> np.ndarray:
     The header is two zero bytes, a type code (0x08 = uint8 is the only one used by MNIST-like
     data; 0x09, 0x0B, 0x0C, 0x0D, 0x0E are also accepted), the number of dimensions, then each
     dimension as a big-endian int32. Raises ValueError naming the file for a bad header or size.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The idx file (``.gz`` is decompressed).
+
+    Returns
+    -------
+    ndarray
+        Of the header's shape, in the header's type (native byte order).
+
+    Raises
+    ------
+    ValueError
+        When the header is not an idx header or the data do not have the size it gives.
     """
     path = os.fspath(path)
     types = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -158,6 +173,16 @@ def read_cifar10(directory) -> tuple:
     """Read ``data_batch_1..5`` and ``test_batch`` from a ``cifar-10-batches-py`` directory.
 
     Returns ``(x_train, y_train, x_test, y_test)`` with images as uint8 (N, 3, 32, 32).
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The ``cifar-10-batches-py`` directory.
+
+    Returns
+    -------
+    x_train, y_train, x_test, y_test : ndarray
+        50,000 training and 10,000 test images (uint8, N x 3 x 32 x 32) and their labels.
     """
     directory = os.fspath(directory)
     train = [_read_cifar_batch(os.path.join(directory, f"data_batch_{i}")) for i in range(1, 6)]
@@ -205,7 +230,26 @@ def _candidate_dirs(name: str, data_dir) -> list:
 
 
 def find_dataset_dir(name: str, data_dir=None) -> str:
-    """The directory holding ``name``'s files, or DatasetNotFoundError listing where it looked."""
+    """The directory holding ``name``'s files, or DatasetNotFoundError listing where it looked.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS` (spelling variants accepted).
+    data_dir : str or os.PathLike, optional
+        Where to look first (``$REPMATCH_DATA`` and the default places are looked at too).
+
+    Returns
+    -------
+    str
+        The first directory holding every file the dataset needs; for ``"digits"`` the string
+        ``"sklearn.datasets.load_digits"`` (it ships inside scikit-learn).
+
+    Raises
+    ------
+    DatasetNotFoundError (a FileNotFoundError)
+        With every directory looked in and how to obtain the files.
+    """
     name = _canonical(name)
     if name == "digits":
         return "sklearn.datasets.load_digits"
@@ -244,6 +288,25 @@ def fit_images(x: np.ndarray, image_size: int, mode: str = "auto") -> np.ndarray
     ``mode="pad"`` zero-pads symmetrically (28 -> 32 adds 2 pixels of background on each side);
     ``"resize"`` interpolates bilinearly (8 -> 32 for the digits); ``"auto"`` pads when the image
     grows by at most a quarter of its size and resizes otherwise. Shrinking always resizes.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Float images.
+    image_size : int
+        The side of the result.
+    mode : {"auto", "pad", "resize"}, default "auto"
+
+    Returns
+    -------
+    ndarray, shape (N, C, image_size, image_size)
+        ``x`` itself when it already has that size; padded images keep ``x``'s dtype, resized ones
+        are float32 (torch's bilinear interpolation).
+
+    Raises
+    ------
+    ValueError
+        When ``mode`` is unknown, or ``"pad"`` would have to shrink the images.
     """
     if mode not in ("auto", "pad", "resize"):
         raise ValueError(f"fit must be one of ('auto', 'pad', 'resize'), got {mode!r}")
@@ -426,10 +489,20 @@ def load_dataset(name: str, data_dir=None, *, image_size: int | None = None, fit
     n_train, n_test : int, optional
         Keep only the first ``n`` images of each split (the split itself is fixed), for CPU runs.
 
+    Returns
+    -------
+    ImageDataset
+        Float32 (N, C, H, W) images in [0, 1] and int64 labels of both splits, the per-channel
+        mean and std of the training images, and the augmentation recipe. A text corpus name
+        (:data:`~repmatch.nets.text.TEXT_DATASETS`) gives a :class:`~repmatch.nets.text.TextDataset`.
+
     Raises
     ------
     DatasetNotFoundError (a FileNotFoundError)
         With every directory looked in and how to obtain the files.
+    ValueError
+        When the files hold images and labels of inconsistent shapes, or ``image_size``, ``fit``,
+        ``n_train`` or ``n_test`` is invalid.
     """
     name = _canonical(name)
     from .text import TEXT_DATASETS, load_text_dataset

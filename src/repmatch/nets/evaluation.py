@@ -20,6 +20,34 @@ def evaluation_data(data_info: dict, *, dataset=None, data_dir=None, n_train=Non
     ``loader(lo, hi)`` yields ``(inputs, targets)`` batches of ``batch_size`` (images, or windows of
     character ids). ``all_images``: images only, the training images follow the test images (more
     samples per neuron where the test set is small, e.g. the digits).
+
+    Parameters
+    ----------
+    data_info : dict
+        The ``data`` entry of a checkpoint: ``name``, and ``image_size``, ``mean``, ``std`` for
+        images or ``kind="text"``, ``context``, ``sha256`` (and ``source``) for text.
+    dataset : str, optional
+        Dataset to load instead of ``data_info["name"]``.
+    data_dir : str, optional
+        Where image datasets are looked for.
+    n_train, n_test : int, optional
+        Limits on the training and test samples loaded.
+    batch_size : int, default 256
+    all_images : bool, default False
+        As above.
+
+    Returns
+    -------
+    n_test : int
+        Number of samples ``loader`` can cover.
+    loader : callable
+        ``loader(lo, hi)`` -> an iterable of ``(inputs, targets)`` batches over samples ``lo:hi``
+        (normalised with the checkpoint's mean and std for images).
+
+    Raises
+    ------
+    ValueError
+        When the text found here is not the text the network was trained on (another sha256).
     """
     from .datasets import BatchLoader, load_dataset
 

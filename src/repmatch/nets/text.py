@@ -32,7 +32,25 @@ TRAIN_SHARE = 0.9
 
 
 def corpus_text(name: str = "python-docs") -> str:
-    """The raw text of a corpus in :data:`TEXT_DATASETS` (see the module docstring)."""
+    """The raw text of a corpus in :data:`TEXT_DATASETS` (see the module docstring).
+
+    Parameters
+    ----------
+    name : str, default "python-docs"
+        The corpus.
+
+    Returns
+    -------
+    str
+        The text, characters outside printable ASCII, newline and tab replaced by "?".
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is not in :data:`TEXT_DATASETS`.
+    FileNotFoundError
+        When this Python lacks the ``pydoc_data`` package.
+    """
     if name != "python-docs":
         raise ValueError(f"dataset must be one of {TEXT_DATASETS}, got {name!r}")
     try:
@@ -144,6 +162,29 @@ def load_text_dataset(name: str = "python-docs", *, context: int = 64, n_train: 
     ``n_train``: training windows per epoch (default: the training characters / ``context``, i.e.
     about one pass over the training text); ``n_test``: the first ``n_test`` test windows (default
     all of them).
+
+    Parameters
+    ----------
+    name : str, default "python-docs"
+        One of :data:`TEXT_DATASETS`.
+    context : int, default 64
+        Characters per window (positive).
+    n_train, n_test : int, optional
+        As above (positive).
+
+    Returns
+    -------
+    TextDataset
+        The vocabulary, the character ids of the training and test text, the test windows' start
+        offsets, the corpus's sha256 and its source.
+
+    Raises
+    ------
+    ValueError
+        When ``name`` is unknown, ``context``, ``n_train`` or ``n_test`` is not a positive integer,
+        or ``n_test`` exceeds the test windows.
+    FileNotFoundError
+        When this Python lacks the ``pydoc_data`` package.
     """
     import sys
 

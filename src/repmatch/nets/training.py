@@ -59,7 +59,22 @@ def _is_transformer(arch: str) -> bool:
 
 
 def default_lr(arch: str) -> float:
-    """The authors' base learning rate: 0.05 for vgg16, 0.1 otherwise; 1e-3 (AdamW) for the transformers."""
+    """The authors' base learning rate: 0.05 for vgg16, 0.1 otherwise; 1e-3 (AdamW) for the transformers.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`~repmatch.nets.ARCHITECTURES`.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        When ``arch`` is unknown.
+    """
     if _is_transformer(arch):
         return TRANSFORMER_RECIPE["lr"]
     return 0.05 if _check_arch(arch).startswith("vgg16") else 0.1
@@ -85,7 +100,18 @@ def _loss_and_correct(logits, y):
 
 
 def milestones(epochs: int) -> list:
-    """Epochs after which the learning rate is divided by 10: 50% and 75% of ``epochs`` (80, 120 of 160)."""
+    """Epochs after which the learning rate is divided by 10: 50% and 75% of ``epochs`` (80, 120 of 160).
+
+    Parameters
+    ----------
+    epochs : int
+        Epochs of the run.
+
+    Returns
+    -------
+    list of int
+        Increasing milestones below ``epochs`` (at most two; empty for a single epoch).
+    """
     m1 = max(1, int(round(0.5 * epochs)))
     m2 = max(m1 + 1, int(round(0.75 * epochs)))
     return [m for m in (m1, m2) if m < epochs] if epochs > 1 else []
@@ -133,7 +159,24 @@ def _deterministic():
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device="cpu") -> tuple:
-    """Mean cross-entropy and accuracy of ``model`` on ``loader`` (eval mode, restored afterwards)."""
+    """Mean cross-entropy and accuracy of ``model`` on ``loader`` (eval mode, restored afterwards).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Already on ``device``.
+    loader : iterable
+        Yields ``(inputs, targets)`` batches.
+    device : str or torch.device, default "cpu"
+        Where the batches are moved.
+
+    Returns
+    -------
+    loss : float
+        Mean cross-entropy per sample (0.0 for an empty loader).
+    accuracy : float
+        Share of samples classified correctly (0.0 for an empty loader).
+    """
     was_training = model.training
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
@@ -343,7 +386,33 @@ def train(arch: str, dataset: str = "digits", *, seed: int = 0, epochs: int, out
 
 def train_seeds(arch: str, dataset: str = "digits", seeds=(0, 1, 2), *, out, data_dir=None, n_train=None,
                 n_test=None, image_size=None, **kwargs) -> list:
-    """Train one network per seed into ``out/seed<k>/`` (the dataset is loaded once); returns TrainResults."""
+    """Train one network per seed into ``out/seed<k>/`` (the dataset is loaded once); returns TrainResults.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`~repmatch.nets.ARCHITECTURES`.
+    dataset : str, default "digits"
+        The dataset (see :func:`~repmatch.nets.load_dataset`).
+    seeds : iterable of int, default (0, 1, 2)
+        At least one seed.
+    out : str or os.PathLike
+        Directory of the seeds' subdirectories.
+    data_dir, n_train, n_test, image_size
+        How the dataset is loaded (as in :func:`train`).
+    **kwargs
+        Passed to :func:`train` for every seed (epochs, lr, device, progress, ...).
+
+    Returns
+    -------
+    list of TrainResult
+        One per seed, in the order given.
+
+    Raises
+    ------
+    ValueError
+        When ``arch`` is unknown or ``seeds`` is empty, or as :func:`train` raises.
+    """
     arch = _check_arch(arch)
     seeds = list(seeds)
     if not seeds:

@@ -191,12 +191,32 @@ class CharTransformer(nn.Module):
 
 
 def is_transformer(model: nn.Module) -> bool:
-    """Whether ``model`` is one of this module's transformers."""
+    """Whether ``model`` is one of this module's transformers.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    bool
+    """
     return isinstance(model, (VisionTransformer, CharTransformer))
 
 
 def comparison_layers(model: nn.Module) -> list:
-    """Module names compared by ``repmatch reproduce``: per block its MLP activation, then its output."""
+    """Module names compared by ``repmatch reproduce``: per block its MLP activation, then its output.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        One of this module's transformers (it has ``blocks``).
+
+    Returns
+    -------
+    list of str
+        ``["blocks.0.mlp.act", "blocks.0", "blocks.1.mlp.act", ...]``.
+    """
     out = []
     for i in range(len(model.blocks)):
         out += [f"blocks.{i}.mlp.act", f"blocks.{i}"]
@@ -204,7 +224,18 @@ def comparison_layers(model: nn.Module) -> list:
 
 
 def layer_labels(model: nn.Module) -> dict:
-    """``{module name: label}`` of :func:`comparison_layers`, numbered by block from 1."""
+    """``{module name: label}`` of :func:`comparison_layers`, numbered by block from 1.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        One of this module's transformers.
+
+    Returns
+    -------
+    dict of str to str
+        E.g. ``"blocks.0.mlp.act"`` -> ``"block 1 MLP (GELU)"``, ``"blocks.0"`` -> ``"block 1 output"``.
+    """
     labels = {}
     for i in range(len(model.blocks)):
         labels[f"blocks.{i}.mlp.act"] = f"block {i + 1} MLP (GELU)"
@@ -213,7 +244,31 @@ def layer_labels(model: nn.Module) -> dict:
 
 
 def build_transformer(arch, *, num_classes, in_channels, image_size, width, **overrides) -> nn.Module:
-    """One of :data:`TRANSFORMER_ARCHS` with its preset, updated by ``overrides`` (module doc)."""
+    """One of :data:`TRANSFORMER_ARCHS` with its preset, updated by ``overrides`` (module doc).
+
+    Parameters
+    ----------
+    arch : {"vit-tiny", "char-tiny"}
+        A canonical name from :data:`TRANSFORMER_ARCHS`.
+    num_classes : int
+        Classes (vit-tiny) or vocabulary size (char-tiny).
+    in_channels, image_size : int
+        The images (vit-tiny only).
+    width : float
+        Multiplier of the model and MLP width (rounded to a multiple of ``heads``).
+    **overrides
+        Preset options (``depth``, ``dim``, ...); None keeps the preset's value.
+
+    Returns
+    -------
+    torch.nn.Module
+        A ``VisionTransformer`` or a ``CharTransformer`` with its own initialisation.
+
+    Raises
+    ------
+    ValueError
+        When an option is not one of the preset's.
+    """
     cfg = dict(TRANSFORMER_DEFAULTS[arch])
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:

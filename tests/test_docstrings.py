@@ -16,7 +16,6 @@ import repmatch
 #: module from here once its public functions have the two sections.
 EXEMPT = (
     "repmatch.pipeline",
-    "repmatch.report",
 )
 
 OPTIONAL = {"dask", "distributed", "zarr", "sklearn", "matplotlib", "torch", "transformers", "tqdm"}

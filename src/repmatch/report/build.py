@@ -166,7 +166,19 @@ class _View:
 
 def null_summary(p: PermutationResult) -> dict:
     """Mean, spread and 95% range of a permutation null over the permutations on which the statistic is
-    defined (None throughout when it is defined on none, or not on the observed data)."""
+    defined (None throughout when it is defined on none, or not on the observed data).
+
+    Parameters
+    ----------
+    p : PermutationResult
+        Its ``null`` (one value per permutation, NaN where undefined) and ``observed``.
+
+    Returns
+    -------
+    dict
+        ``null_mean``, ``null_std``, ``null_q025``, ``null_q975`` (floats or None) and ``n``, the
+        number of finite null values.
+    """
     ok = p.null[np.isfinite(p.null)]
     if ok.size == 0 or not np.isfinite(p.observed):
         return {"null_mean": None, "null_std": None, "null_q025": None, "null_q975": None, "n": int(ok.size)}
@@ -189,7 +201,21 @@ def _size_distribution(sm) -> list:
 
 # ------------------------------------------------------------------------------------------ tables
 def write_tables(res: dict, run_dir) -> dict:
-    """Write every table of the report as CSV under ``run_dir/tables``; return {name: path}."""
+    """Write every table of the report as CSV under ``run_dir/tables``; return {name: path}.
+
+    Parameters
+    ----------
+    res : dict
+        A results document (:func:`repmatch.io.load_results`).
+    run_dir : str or os.PathLike
+        The run directory.
+
+    Returns
+    -------
+    dict of str to str
+        ``similarity``, ``layers``, ``matching``, ``simple``, ``sparse``, ..., ``calibration`` (and
+        ``heatmap`` when the results have one) -> the CSV file written.
+    """
     v = _View(res)
     t = os.path.join(os.fspath(run_dir), "tables")
     out = {}
@@ -352,6 +378,25 @@ def build_report(run_dir, *, results: dict | None = None) -> str:
     """Write ``tables/*.csv``, ``figures/*.png|svg`` and ``report.html`` in ``run_dir``; return the page's path.
 
     ``results`` defaults to ``run_dir/results.json`` (nothing else in the run directory is read).
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The run directory; the tables, figures and page are written (atomically) inside it.
+    results : dict, optional
+        A results document as :func:`repmatch.io.load_results` returns it.
+
+    Returns
+    -------
+    str
+        The path of ``run_dir/report.html``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``results`` is not given and ``run_dir`` has no results.json.
+    ValueError
+        When that results.json is damaged or of another format.
     """
     from ..io import load_results
     from ..subspace import MIN_SAMPLES_PER_NEURON

@@ -131,6 +131,22 @@ def fig_similarity_vs_depth(layers, eps_values, trained, nulls=None, *, title="M
 
     trained : array (n_pairs, n_layers, n_eps); nulls : {name: array (n_pairs, n_layers, n_eps)}.
     Lines are means over pairs of seeds, bands their min–max.
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Layer labels, in depth order.
+    eps_values : sequence of float
+        The ε of the panels (the third axis of the arrays).
+    trained : array-like of shape (n_pairs, n_layers, n_eps)
+    nulls : dict of str to array-like of shape (n_pairs, n_layers, n_eps), optional
+        Null bands by name (keys ``"untrained"`` and ``"shuffled"`` get their own styles).
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     trained = np.asarray(trained, dtype=float)
@@ -159,6 +175,25 @@ def fig_curves_grid(eps_grid, layers, trained, nulls=None, *, authors_eps=AUTHOR
     trained : array (n_pairs, n_layers, n_grid); nulls : {name: same shape}; marks : optional
     (n_pairs, n_layers) values (eps_50) drawn as ticks on the trained curve. The authors' ε are
     thin vertical lines.
+
+    Parameters
+    ----------
+    eps_grid : array-like of shape (n_grid,)
+    layers : sequence of str
+        Panel titles, in depth order.
+    trained : array-like of shape (n_pairs, n_layers, n_grid)
+    nulls : dict of str to array-like of the same shape, optional
+        Null bands by name (keys ``"untrained"`` and ``"shuffled"`` get their own styles).
+    authors_eps : sequence of float, default :data:`~repmatch.protocol.AUTHORS_EPS`
+        Where the vertical lines are drawn.
+    marks : array-like of shape (n_pairs, n_layers), optional
+        ε values drawn as ticks (NaN: none).
+    title, ylabel : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     trained = np.asarray(trained, dtype=float)
@@ -210,6 +245,19 @@ def fig_summaries_vs_depth(layers, panels, *, title="Summaries of the MMS curve 
     panels : list of dicts with ``ylabel``, ``trained`` and ``untrained`` arrays (n_pairs, n_layers),
     ``shuffled`` (n_pairs, n_layers, means) and optional ``shuffled_low``/``shuffled_high``
     (2.5% / 97.5% of the permutation null, averaged over pairs).
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Layer labels, in depth order.
+    panels : list of dict
+        As above; a panel may also give ``ylim`` (a (low, high) pair).
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     x = np.arange(len(layers))
@@ -239,6 +287,20 @@ def fig_similarity_curves(eps_grid, curves, *, authors_eps=AUTHORS_EPS, nulls=No
     """All layers in one panel (kept for small runs and the API): similarity against ε per layer.
 
     curves : {layer: array (n_pairs, n_grid)}; nulls : {layer: array} drawn dotted in the layer's colour.
+
+    Parameters
+    ----------
+    eps_grid : array-like of shape (n_grid,)
+    curves : dict of str to array-like of shape (n_pairs, n_grid)
+    authors_eps : sequence of float, default :data:`~repmatch.protocol.AUTHORS_EPS`
+        Where the vertical lines are drawn.
+    nulls : dict of str to array-like of shape (n_pairs, n_grid), optional
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 4.6), layout="constrained")
@@ -268,6 +330,21 @@ def fig_simple_sizes(sizes_by_layer, *, eps=None, title=None, nulls=None):
     """Simple-match sizes (|x| + |y|) per layer: trained pairs and both nulls side by side.
 
     sizes_by_layer : {layer: list of sizes}; nulls : {"untrained"|"shuffled": {layer: sizes}}.
+
+    Parameters
+    ----------
+    sizes_by_layer : dict of str to sequence of int
+        The trained pairs' simple-match sizes per layer (the layers, in depth order).
+    eps : float, optional
+        The ε, shown in the default title.
+    title : str, optional
+        Default "Sizes of the simple matches found (ε = ...)".
+    nulls : dict of str to dict of str to sequence of int, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     layers = list(sizes_by_layer)
@@ -320,6 +397,21 @@ def fig_matching_vs_depth(layers, semi, bipartite, null=None, *, untrained=None,
     ``null`` (shuffled rows) and ``untrained`` are dicts ``{"semi": arr, "bipartite": arr}`` (or a
     single array, taken as the bipartite null); ``heldout`` and ``rotated`` the same for the
     held-out score and the random-rotation baseline. One panel per statistic.
+
+    Parameters
+    ----------
+    layers : sequence of str
+        Layer labels, in depth order.
+    semi, bipartite : array-like of shape (n_pairs, n_layers)
+        Mean matched correlations of the trained pairs.
+    null, untrained, heldout, rotated : dict or array-like, optional
+        As above; a missing key draws nothing.
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
 
@@ -359,6 +451,21 @@ def fig_sorted_correlations(semi_sorted, bipartite_sorted, *, layer="", title=No
     """Matched correlations of every unit, sorted by the semi-matching value (Li et al. figure 2).
 
     nulls : {"untrained"|"shuffled": sorted semi-matching values of that null}.
+
+    Parameters
+    ----------
+    semi_sorted, bipartite_sorted : sequence of float
+        Each unit's semi- and bipartite-matching correlation, in the order of ascending semi value.
+    layer : str, default ""
+        Shown in the default title.
+    title : str, optional
+    nulls : dict of str to sequence of float or None, optional
+        As above (None entries are not drawn).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 4.4), layout="constrained")
@@ -420,7 +527,24 @@ def _heat_layout(n_panels: int, n: int, labels) -> tuple:
 
 def fig_heatmap(matrix, *, xlabel, ylabel, title, xticklabels=None, yticklabels=None, cmap="viridis",
                 vmin=None, vmax=None, colorbar_label=""):
-    """A labelled heatmap: rows are ``ylabel`` (e.g. "network A (seed 0) layer"), columns ``xlabel``."""
+    """A labelled heatmap: rows are ``ylabel`` (e.g. "network A (seed 0) layer"), columns ``xlabel``.
+
+    Parameters
+    ----------
+    matrix : array-like of shape (n_rows, n_cols)
+    xlabel, ylabel, title : str
+    xticklabels, yticklabels : sequence of str, optional
+        Tick labels of the columns and rows.
+    cmap : str, default "viridis"
+    vmin, vmax : float, optional
+        The colour scale (default: the data's range).
+    colorbar_label : str, default ""
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
+    """
     plt = _plt()
     m = np.asarray(matrix, dtype=float)
     _, side, room = _heat_layout(1, max(m.shape), xticklabels)
@@ -440,6 +564,23 @@ def fig_heatmaps(matrices, *, xlabels, ylabel, title, ticklabels=None, cmap="vir
     matrices : {panel title: matrix}; xlabels : {panel title: x label}. As many side by side as fit
     the column with legible labels; more layers, fewer per row (:func:`_heat_layout`). Row labels
     are written on the first panel of each row only (the rows are the same layers).
+
+    Parameters
+    ----------
+    matrices : dict of str to array-like of shape (n, n)
+    xlabels : dict of str to str
+    ylabel, title : str
+    ticklabels : sequence of str, optional
+        Labels of the rows and columns (the same layers).
+    cmap : str, default "viridis"
+    vmin, vmax : float, optional
+        The shared colour scale.
+    colorbar_label : str, default ""
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     items = list(matrices.items())
@@ -470,6 +611,24 @@ def fig_sparse_prediction(alphas, fvu, nonzero, *, n_inputs=None, layer="", titl
     """Sparse prediction: held-out fraction of variance unexplained and inputs per unit against λ.
 
     nulls : {"untrained"|"shuffled": held-out FVU per λ of that null}.
+
+    Parameters
+    ----------
+    alphas : array-like of shape (n_alphas,)
+        The L1 penalties λ (λ = 0 is drawn at the left edge of the log axis).
+    fvu, nonzero : array-like of shape (n_alphas,)
+        Held-out fraction of variance unexplained and mean non-zero inputs per unit at each λ.
+    n_inputs : int, optional
+        Inputs available per unit, shown on the axis label.
+    layer : str, default ""
+        Shown in the default title.
+    title : str, optional
+    nulls : dict of str to array-like of shape (n_alphas,), optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Not yet saved (see :func:`save_figure`).
     """
     plt = _plt()
     a = np.asarray(alphas, dtype=float)
@@ -496,7 +655,20 @@ def fig_sparse_prediction(alphas, fvu, nonzero, *, n_inputs=None, layer="", titl
 
 
 def save_figure(fig, base_path) -> dict:
-    """Write ``base_path.png`` and ``base_path.svg`` atomically; return paths and the SVG text."""
+    """Write ``base_path.png`` and ``base_path.svg`` atomically; return paths and the SVG text.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        Closed after saving.
+    base_path : str or os.PathLike
+        The path without its suffix.
+
+    Returns
+    -------
+    dict
+        ``"png"`` and ``"svg"``: the files written; ``"svg_text"``: the SVG document.
+    """
     from .._atomic import atomic_write_bytes
 
     plt = _plt()

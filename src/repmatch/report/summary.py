@@ -22,16 +22,48 @@ __all__ = ["LayerVerdict", "verdicts", "sentence", "min_p", "can_test", "pairs_p
 
 
 def min_p(n_permutations: int) -> float:
-    """The smallest p-value a permutation test with ``n_permutations`` draws can give."""
+    """The smallest p-value a permutation test with ``n_permutations`` draws can give.
+
+    Parameters
+    ----------
+    n_permutations : int
+
+    Returns
+    -------
+    float
+        ``1 / (n_permutations + 1)``.
+    """
     return 1.0 / (1 + int(n_permutations))
 
 
 def can_test(n_permutations: int, alpha: float) -> bool:
+    """Whether a permutation test with ``n_permutations`` draws can reach p <= ``alpha`` at all.
+
+    Parameters
+    ----------
+    n_permutations : int
+    alpha : float
+        The significance level.
+
+    Returns
+    -------
+    bool
+        ``min_p(n_permutations) <= alpha``.
+    """
     return min_p(n_permutations) <= alpha
 
 
 def pairs_phrase(n_pairs: int) -> str:
-    """"the 3 pairs of seeds" / "the one pair of seeds" (never "the 1 pairs")."""
+    """"the 3 pairs of seeds" / "the one pair of seeds" (never "the 1 pairs").
+
+    Parameters
+    ----------
+    n_pairs : int
+
+    Returns
+    -------
+    str
+    """
     return "the one pair of seeds" if n_pairs == 1 else f"the {n_pairs} pairs of seeds"
 
 
@@ -59,7 +91,34 @@ def _better(a, b, larger: bool) -> bool:
 
 
 def verdicts(layers, trained, untrained, shuffled_p, *, larger: bool, alpha: float, n_permutations: int) -> list:
-    """One :class:`LayerVerdict` per layer; arrays are (n_pairs, n_layers), NaN where undefined."""
+    """One :class:`LayerVerdict` per layer; arrays are (n_pairs, n_layers), NaN where undefined.
+
+    Parameters
+    ----------
+    layers : sequence of str
+    trained, untrained : array-like of shape (n_pairs, n_layers)
+        The statistic on the trained networks and on the untrained null.
+    shuffled_p : array-like of shape (n_pairs, n_layers)
+        p-values against the shuffled-row null.
+    larger : bool
+        Whether larger values mean more similar.
+    alpha : float
+        The significance level.
+    n_permutations : int
+        Permutations of the shuffled null (decides whether it can be tested at ``alpha``).
+
+    Returns
+    -------
+    list of LayerVerdict
+        Per layer: pairs in which trained beats untrained (strictly; undefined values never do),
+        and the shuffled-null status ("significant" when p <= alpha in every pair, "not
+        significant", "not testable" or "undefined") with the largest p over pairs.
+
+    Raises
+    ------
+    ValueError
+        When the three arrays do not all have shape (n_pairs, len(layers)).
+    """
     t = np.asarray(trained, dtype=float)
     u = np.asarray(untrained, dtype=float)
     p = np.asarray(shuffled_p, dtype=float)
@@ -87,7 +146,23 @@ def _names(vs) -> str:
 
 
 def sentence(measure: str, vs: list, *, larger: bool, alpha: float, n_permutations: int) -> str:
-    """The report's reading of one statistic over all layers (module docstring)."""
+    """The report's reading of one statistic over all layers (module docstring).
+
+    Parameters
+    ----------
+    measure : str
+        The statistic's name as shown.
+    vs : list of LayerVerdict
+        From :func:`verdicts`.
+    larger, alpha, n_permutations
+        As given to :func:`verdicts`.
+
+    Returns
+    -------
+    str
+        A few sentences: where the trained value beats the untrained network, and where (if
+        testable) it beats the shuffled-row null.
+    """
     if not vs:
         return f"{measure}: no layer."
     n_pairs = vs[0].n_pairs

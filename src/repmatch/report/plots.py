@@ -455,7 +455,7 @@ def fig_sorted_correlations(semi_sorted, bipartite_sorted, *, layer="", title=No
     Parameters
     ----------
     semi_sorted, bipartite_sorted : sequence of float
-        Each unit's semi- and bipartite-matching correlation, in the order of ascending semi value.
+        Each unit's semi- and bipartite-matching correlation, in the order of the sorted semi values.
     layer : str, default ""
         Shown in the default title.
     title : str, optional

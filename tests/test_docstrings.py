@@ -15,7 +15,6 @@ import repmatch
 #: report, I/O, extraction, the training code). They are not yet held to the rule; remove a
 #: module from here once its public functions have the two sections.
 EXEMPT = (
-    "repmatch.pipeline",
 )
 
 OPTIONAL = {"dask", "distributed", "zarr", "sklearn", "matplotlib", "torch", "transformers", "tqdm"}

@@ -37,6 +37,24 @@ def run(config: ReproduceConfig) -> dict:
     The run directory is locked for the duration (``OUT/repmatch.lock``; a second run is refused with
     :class:`repmatch._rundir.RunDirLocked`). In a read-only run directory a fully cached run only
     reads (nothing is written; ``provenance["read_only"]`` is true); anything else is refused.
+
+    Parameters
+    ----------
+    config : ReproduceConfig
+        The run's configuration (its ``out`` is the run directory).
+
+    Returns
+    -------
+    dict
+        The results document, as written to ``OUT/results.json`` (:func:`repmatch.io.load_results`
+        reads it back).
+
+    Raises
+    ------
+    RunDirLocked
+        A ValueError: another live run holds the run directory.
+    RunDirReadOnly
+        A ValueError: the run directory is read-only and something is not cached.
     """
     from .. import _rundir
 

@@ -23,6 +23,17 @@ QUESTION = "Do networks trained from different seeds learn the same representati
 
 
 def versions() -> dict:
+    """The versions of repmatch, Python, NumPy, SciPy, the platform and (when installed) PyTorch.
+
+    Parameters
+    ----------
+    None
+
+    Returns
+    -------
+    dict of str to str
+        ``repmatch``, ``python``, ``numpy``, ``scipy``, ``platform`` and, with PyTorch, ``torch``.
+    """
     import scipy
 
     from .. import __version__
@@ -39,6 +50,33 @@ def versions() -> dict:
 
 
 def assemble(cfg, nets, inputs, pairs, results_pairs, heat, cache, seconds: float) -> dict:
+    """The results document of a run (``results.json``), from the outputs of every stage.
+
+    Parameters
+    ----------
+    cfg : ReproduceConfig
+    nets : Networks
+        From :func:`~repmatch.pipeline.train.train_stage`.
+    inputs : Inputs
+        From :func:`~repmatch.pipeline.data.data_stage`.
+    pairs : sequence of (int, int)
+        The pairs of seeds compared.
+    results_pairs : list of dict
+        One per pair, in the order of ``pairs``: its ``layers`` (every unit's value per layer).
+    heat : dict or None
+        The heatmap unit (:func:`~repmatch.pipeline.heatmap.heatmap_stage`).
+    cache : Cache
+        Its ``computed``, ``reused`` and ``seconds`` go into the provenance.
+    seconds : float
+        Wall time of the run.
+
+    Returns
+    -------
+    dict
+        JSON-safe (:func:`~repmatch.pipeline.cache.jsonable`): ``format``, ``config``,
+        ``versions``, ``seeds``, ``pairs``, ``significance``, ``data``, ``networks``, ``layers``,
+        ``results``, ``heatmap``, ``provenance`` and the run's other constants.
+    """
     from ..nets.training import recipe_text
 
     first = results_pairs[0]["layers"]

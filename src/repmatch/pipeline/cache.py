@@ -27,7 +27,19 @@ __all__ = ["Cache", "Keys", "jsonable", "digest", "file_digest"]
 
 
 def jsonable(obj):
-    """Make numpy scalars/arrays, tuples and non-finite floats JSON-safe (NaN/inf become None)."""
+    """Make numpy scalars/arrays, tuples and non-finite floats JSON-safe (NaN/inf become None).
+
+    Parameters
+    ----------
+    obj : object
+        Nested dicts, lists, tuples, arrays and scalars.
+
+    Returns
+    -------
+    object
+        The same structure with string keys, lists for tuples and arrays, Python bools, ints and
+        floats, and None for non-finite floats; other objects unchanged.
+    """
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -45,11 +57,33 @@ def jsonable(obj):
 
 
 def digest(obj) -> str:
-    """A short SHA-256 of ``obj``'s canonical JSON (keys sorted)."""
+    """A short SHA-256 of ``obj``'s canonical JSON (keys sorted).
+
+    Parameters
+    ----------
+    obj : object
+        Anything :func:`jsonable` makes JSON-serialisable.
+
+    Returns
+    -------
+    str
+        The first 20 hex digits.
+    """
     return hashlib.sha256(json.dumps(jsonable(obj), sort_keys=True).encode()).hexdigest()[:20]
 
 
 def file_digest(path: str) -> str:
+    """A short SHA-256 of a file's bytes (read in 1 MiB chunks).
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    str
+        The first 20 hex digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -16,7 +16,20 @@ __all__ = ["Inputs", "data_stage", "rows_per_image"]
 
 
 def rows_per_image(sample_rows_target: int, n_images: int) -> int:
-    """Positions per image that give about ``sample_rows_target`` rows in all."""
+    """Positions per image that give about ``sample_rows_target`` rows in all.
+
+    Parameters
+    ----------
+    sample_rows_target : int
+        Rows wanted in all.
+    n_images : int
+        Images available.
+
+    Returns
+    -------
+    int
+        ``ceil(sample_rows_target / n_images)``, at least 1.
+    """
     return max(1, math.ceil(sample_rows_target / max(1, n_images)))
 
 
@@ -43,6 +56,27 @@ class Inputs:
 
 
 def data_stage(cfg, nets) -> Inputs:
+    """The inputs the networks are compared on, the layers compared and how they are read.
+
+    Parameters
+    ----------
+    cfg : ReproduceConfig
+        Dataset, ``n_train``/``n_test``, ``images``, ``batch_size``, ``layers`` and ``sample_rows``.
+    nets : Networks
+        The trained networks (the first seed's model chooses the layers and their layouts).
+
+    Returns
+    -------
+    Inputs
+        The number of inputs and their loader, the layer names (``cfg.layers``, else every ReLU or
+        a transformer's comparison layers), their labels and layouts, the cache key of the inputs,
+        the checkpoint's data description and the rows per image of the row sample.
+
+    Raises
+    ------
+    ValueError
+        When ``cfg.layers`` names no layer of the model, or the text differs from the one trained on.
+    """
     from .. import activations
     from ..nets.evaluation import evaluation_data
     from ..nets.transformers import comparison_layers, is_transformer, layer_labels

@@ -16,7 +16,26 @@ __all__ = ["heatmap_stage"]
 
 
 def heatmap_stage(cfg, nets, inputs, res, cache, keys):
-    """The cached heatmap unit of seeds ``cfg.seeds[0]`` and ``cfg.seeds[1]`` (None without ``cfg.heatmap``)."""
+    """The cached heatmap unit of seeds ``cfg.seeds[0]`` and ``cfg.seeds[1]`` (None without ``cfg.heatmap``).
+
+    Parameters
+    ----------
+    cfg : ReproduceConfig
+    nets : Networks
+    inputs : Inputs
+    res
+        The run's resources; ``res.untrained(seed)`` gives the untrained twin of a seed.
+    cache : Cache
+    keys : Keys
+        The dependencies of the unit.
+
+    Returns
+    -------
+    dict or None
+        Linear CKA of every layer of A with every layer of B (average-pooled): ``matrix``,
+        ``untrained_matrix``, ``shuffled_matrix`` (mean over ``n_permutations`` image
+        permutations), with ``a``, ``b``, ``layers`` and the settings.
+    """
     if not cfg.heatmap:
         return None
     a, b = cfg.seeds[0], cfg.seeds[1]

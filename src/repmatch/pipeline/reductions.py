@@ -46,6 +46,11 @@ def reduce_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, 
     layer_names : list of str
     conv_mode, device, progress
         As in :func:`repmatch.activations.reduce_pair`.
+
+    Returns
+    -------
+    dict
+        ``{(id_a, id_b): {layer: Reduction}}`` for every pair of ``pairs`` (``{}`` when it is empty).
     """
     from .. import activations
 
@@ -61,7 +66,31 @@ def reduce_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, 
 def sample_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, *, rows_per_image: int, seed=0,
                     device="cpu") -> dict:
     """``{(id_a, id_b): {layer: (X, Y, groups)}}``: the in-memory sample of every pair, equal to
-    :func:`sample_rows` per pair, from one pass in which every network runs once per batch."""
+    :func:`sample_rows` per pair, from one pass in which every network runs once per batch.
+
+    Parameters
+    ----------
+    models : dict
+        Network id -> torch module (in eval mode, on ``device``).
+    pairs : sequence of (id, id)
+        The pairs needed.
+    loader : callable
+        ``loader(lo, hi)`` iterates the batches of inputs ``lo..hi`` in a fixed order.
+    lo, hi : int
+        The range of inputs (``lo`` numbers the first image, as in the groups).
+    layer_names : list of str
+    rows_per_image : int
+        Positions drawn per image (at least 1).
+    seed : int, default 0
+        Seed of the positions' draw.
+    device : str, default "cpu"
+
+    Returns
+    -------
+    dict
+        ``{(id_a, id_b): {layer: (X, Y, groups)}}``: float64 rows of both networks and the image
+        index of every row (``{}`` when ``pairs`` is empty).
+    """
     from .. import activations
 
     pairs = [tuple(p) for p in pairs]
@@ -82,6 +111,23 @@ def sample_rows(model_a, model_b, batches, layer_names, *, rows_per_image: int, 
     (seeded by ``seed``, the layer and the image, the same positions for both networks); fully
     connected layers give one row per image. Returns ``{layer: (X, Y, groups)}`` with float64 rows
     and the image index of every row.
+
+    Parameters
+    ----------
+    model_a, model_b : torch.nn.Module
+    batches : iterable
+        Batches of inputs (a tuple's first element is the input).
+    layer_names : list of str
+    rows_per_image : int
+        Positions drawn per image (at least 1).
+    seed : int, default 0
+    device : str or torch.device, optional
+
+    Returns
+    -------
+    dict of str to (ndarray, ndarray, ndarray)
+        ``X`` (rows, n_x), ``Y`` (rows, n_y) and ``groups`` (rows,), image indices counted from 0
+        over ``batches``.
     """
     from .. import activations
 

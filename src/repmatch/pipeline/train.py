@@ -22,6 +22,17 @@ __all__ = ["Networks", "train_stage", "say"]
 
 
 def say(cfg, msg):
+    """Print ``[reproduce] msg`` to stderr when ``cfg.progress``.
+
+    Parameters
+    ----------
+    cfg : ReproduceConfig
+    msg : str
+
+    Returns
+    -------
+    None
+    """
     if cfg.progress:
         print(f"[reproduce] {msg}", file=sys.stderr, flush=True)
 
@@ -62,7 +73,32 @@ def finished(seed_dir: str, epochs: int) -> bool:
 
 
 def train_stage(cfg, cache, readonly: bool) -> Networks:
-    """Train the seeds that are not finished, then load every seed's best checkpoint."""
+    """Train the seeds that are not finished, then load every seed's best checkpoint.
+
+    A damaged ``last.pt`` (or one without a ``best.pt``) is quarantined and that seed trained from
+    the start; a damaged ``best.pt`` is quarantined and its seed retrained.
+
+    Parameters
+    ----------
+    cfg : ReproduceConfig
+    cache : Cache
+        Records the training time, and refuses training in a read-only run directory.
+    readonly : bool
+        Whether the run directory is read-only (nothing is written).
+
+    Returns
+    -------
+    Networks
+        The networks' directory, every seed's model (on ``cfg.device``), checkpoint dict and
+        checkpoint digest.
+
+    Raises
+    ------
+    RunDirReadOnly
+        A ValueError: a seed needs training in a read-only run directory.
+    UnsafeCheckpointError
+        A ValueError: a checkpoint would need arbitrary unpickling (never overwritten).
+    """
     from ..nets import CheckpointError, UnsafeCheckpointError, load_checkpoint, read_checkpoint, train_seeds
 
     train_cfg = {"arch": cfg.arch, "dataset": cfg.dataset, "epochs": cfg.epochs, "width": cfg.width,

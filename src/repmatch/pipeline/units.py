@@ -138,7 +138,19 @@ def skipped(reason, **extra) -> dict:
 
 @_one_blas_thread
 def subspace_unit(r, eps_grid) -> dict:
-    """The MMS curve on ``eps_grid`` with eps_50, max_epsilon and the area (:func:`repmatch.mms.summarize_curve`)."""
+    """The MMS curve on ``eps_grid`` with eps_50, max_epsilon and the area (:func:`repmatch.mms.summarize_curve`).
+
+    Parameters
+    ----------
+    r : Reduction
+        Both networks' reduction of the layer (all inputs).
+    eps_grid : sequence of float in [0, 1)
+
+    Returns
+    -------
+    dict
+        :func:`repmatch.mms.summarize_curve`'s dict (the similarity per ε and its summaries).
+    """
     from ..mms import summarize_curve
 
     return summarize_curve(r, eps=list(eps_grid))
@@ -146,7 +158,18 @@ def subspace_unit(r, eps_grid) -> dict:
 
 @_one_blas_thread
 def soft_unit(r) -> dict:
-    """:class:`repmatch.SoftMatch` (without its plan and costs)."""
+    """:class:`repmatch.SoftMatch` (without its plan and costs).
+
+    Parameters
+    ----------
+    r : Reduction
+        Both networks' reduction of the layer (all inputs).
+
+    Returns
+    -------
+    dict
+        ``SoftMatch.to_dict(arrays=False)``.
+    """
     from ..softmatch import soft_match
 
     return soft_match(r).to_dict(arrays=False)
@@ -164,7 +187,21 @@ def _matrix(r, b, max_matrix=MAX_MATRIX):
 
 @_one_blas_thread
 def simple_unit(r, eps, max_units) -> dict:
-    """:class:`repmatch.SimpleMatches` at ``eps``; skipped above ``max_units`` units."""
+    """:class:`repmatch.SimpleMatches` at ``eps``; skipped above ``max_units`` units.
+
+    Parameters
+    ----------
+    r : Reduction
+        Both networks' reduction of the layer (all inputs).
+    eps : float in [0, 1)
+    max_units : int
+        Largest ``n_x + n_y`` searched.
+
+    Returns
+    -------
+    dict
+        ``SimpleMatches.to_dict()``, or ``{"skipped": reason, "eps": eps}``.
+    """
     from ..simple import simple_matches
 
     if r.n_x + r.n_y > max_units:
@@ -174,7 +211,23 @@ def simple_unit(r, eps, max_units) -> dict:
 
 @_one_blas_thread
 def alignment_unit(r, *, keep_matrix: bool, max_matrix: int = MAX_MATRIX) -> dict:
-    """:class:`repmatch.BipartiteMatch` (with its semi-matching); the permuted matrix for the figures."""
+    """:class:`repmatch.BipartiteMatch` (with its semi-matching); the permuted matrix for the figures.
+
+    Parameters
+    ----------
+    r : Reduction
+        Both networks' reduction of the layer (all inputs).
+    keep_matrix : bool
+        Also keep the correlations of the best-matched units with their partners.
+    max_matrix : int, default :data:`MAX_MATRIX`
+        At most this many units in that matrix.
+
+    Returns
+    -------
+    dict
+        ``{"bipartite": BipartiteMatch.to_dict()}``, with ``"permuted_matrix"`` (a list of rows,
+        rounded to 3 digits) and ``"permuted_matrix_note"`` when ``keep_matrix``.
+    """
     from ..alignment import bipartite_match
 
     b = bipartite_match(r)
@@ -192,7 +245,19 @@ REFERENCE = ("linear_cka", "svcca", "pwcca", "procrustes")
 
 @_one_blas_thread
 def reference_unit(r) -> dict:
-    """:class:`repmatch.Score` of every reference measure (skipped where undefined, e.g. too few samples for CCA)."""
+    """:class:`repmatch.Score` of every reference measure (skipped where undefined, e.g. too few samples for CCA).
+
+    Parameters
+    ----------
+    r : Reduction
+        Both networks' reduction of the layer (all inputs).
+
+    Returns
+    -------
+    dict
+        ``linear_cka``, ``svcca``, ``pwcca``, ``procrustes`` -> ``Score.to_dict()`` or
+        ``{"skipped": reason}``.
+    """
     from .. import reference
 
     out = {}
@@ -216,7 +281,24 @@ def _heldout(half0, half1) -> dict:
 
 @_one_blas_thread
 def untrained_unit(full, half0, half1, eps_grid, *, keep_matrix=False, max_matrix=MAX_MATRIX) -> dict:
-    """Trained seed a against an untrained network: every number the report shows for a trained pair."""
+    """Trained seed a against an untrained network: every number the report shows for a trained pair.
+
+    Parameters
+    ----------
+    full, half0, half1 : Reduction
+        Trained seed a against the untrained network: all inputs, and the two halves of the inputs.
+    eps_grid : sequence of float in [0, 1)
+    keep_matrix : bool, default False
+        Also keep the permuted correlation matrix (as :func:`alignment_unit`).
+    max_matrix : int, default :data:`MAX_MATRIX`
+
+    Returns
+    -------
+    dict
+        ``curve`` (:func:`subspace_unit`), ``bipartite``, ``linear_cka``, ``soft`` and ``heldout``
+        (a HeldoutMatch dict or ``{"skipped": reason}``) as ``to_dict()``, and
+        ``permuted_matrix`` when ``keep_matrix``.
+    """
     from ..alignment import bipartite_match
     from ..reference import linear_cka
     from ..softmatch import soft_match
@@ -247,7 +329,24 @@ def _stats(r, eps_grid):
 
 @_one_blas_thread
 def simple_nulls_unit(untrained_full, X, Y, seed, eps, max_units) -> dict:
-    """Simple matches of both nulls: the untrained pair, and the first permutation of :func:`shuffled_unit`."""
+    """Simple matches of both nulls: the untrained pair, and the first permutation of :func:`shuffled_unit`.
+
+    Parameters
+    ----------
+    untrained_full : Reduction
+        Trained seed a against the untrained network.
+    X, Y : ndarray of shape (n_rows, n_x) and (n_rows, n_y)
+        The pair's in-memory sample.
+    seed : int
+        The seed of :func:`shuffled_unit` (its first permutation of Y's rows is used).
+    eps : float in [0, 1)
+    max_units : int
+
+    Returns
+    -------
+    dict
+        ``"untrained"`` and ``"shuffled"``: :func:`simple_unit`'s value for each.
+    """
     perm = np.random.default_rng(seed).permutation(Y.shape[0])  # the first draw of shuffled_unit(seed=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RepmatchWarning)
@@ -268,6 +367,26 @@ def shuffled_unit(X, Y, eps_grid, n_perm, seed, *, keep_matrix=False, max_matrix
     over the permutations on which the statistic is defined). The smallest possible p is
     ``1 / (1 + n_perm)``. Extras of the first permutation (sorted semi-matching values, permuted
     correlation matrix) give the figures a null to draw.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (n_rows, n_x) and (n_rows, n_y)
+        The pair's in-memory sample.
+    eps_grid : sequence of float in [0, 1)
+    n_perm : int
+        Permutations of Y's rows.
+    seed : int
+        Seed of the permutations.
+    keep_matrix : bool, default False
+        Keep the first permutation's permuted correlation matrix.
+    max_matrix : int, default :data:`MAX_MATRIX`
+
+    Returns
+    -------
+    dict
+        ``n_permutations``, ``n_rows``, ``min_p``, ``curve`` (``CurveNull.to_dict()``),
+        ``statistics`` (``{name: PermutationResult.to_dict()}`` over :data:`SCALAR_DIRECTIONS`) and
+        ``first_permutation`` (the extras).
     """
     from ..inference import CurveNull, PermutationResult, _p_value, permutation_test
 
@@ -313,7 +432,26 @@ def shuffled_unit(X, Y, eps_grid, n_perm, seed, *, keep_matrix=False, max_matrix
 
 @_one_blas_thread
 def calibration_unit(full, half0, half1, X, Y, groups, *, n_rotations=20, n_boot=200, seed=0, level=0.95) -> dict:
-    """Random-rotation baseline (full data), held-out matching (halves), bootstrap over images (sample)."""
+    """Random-rotation baseline (full data), held-out matching (halves), bootstrap over images (sample).
+
+    Parameters
+    ----------
+    full, half0, half1 : Reduction
+        The trained pair: all inputs, and the two halves of the inputs.
+    X, Y, groups : ndarray
+        The in-memory sample and the image of every row.
+    n_rotations : int, default 20
+    n_boot : int, default 200
+    seed : int, default 0
+    level : float, default 0.95
+        Confidence level of the bootstrap intervals.
+
+    Returns
+    -------
+    dict
+        ``rotation`` (RotationBaseline dict), ``heldout`` (HeldoutMatch dict or skipped) and
+        ``bootstrap`` (``{statistic: BootstrapResult.to_dict()}``, :func:`grouped_bootstrap`).
+    """
     from ..calibration import rotation_baseline
 
     out = {}
@@ -333,6 +471,20 @@ def grouped_bootstrap(X, Y, groups, *, n_boot=200, level=0.95, seed=0) -> dict:
     The draws are those of :func:`repmatch.bootstrap_ci` with ``groups=groups`` and ``rng=seed``
     (whole images with replacement), but one reduction per draw serves all three statistics.
     Returns ``{statistic: BootstrapResult}``.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (n_rows, n_x) and (n_rows, n_y)
+    groups : array-like of shape (n_rows,)
+        The image of every row.
+    n_boot : int, default 200
+    level : float, default 0.95
+    seed : int, default 0
+
+    Returns
+    -------
+    dict of str to BootstrapResult
+        ``semi_match``, ``bipartite_match`` and ``soft_match_distance``.
     """
     from ..alignment import Similarity, bipartite_match
     from ..inference import BootstrapResult, _group_index
@@ -372,6 +524,25 @@ def sparse_unit(train, test, alphas, sample=None, tol=SPARSE_TOL, max_iter=SPARS
     When a unit is constant on one half (sparse or nearly dead ReLUs), fall back to the in-memory sample
     (``sample()`` -> arrays) without the units that are constant there, with its rows split in halves
     (two sets of images). ``split`` says which split was used and ``dropped_units`` what was left out.
+
+    Parameters
+    ----------
+    train, test : Reduction
+        The first and the second half of the inputs.
+    alphas : sequence of float
+        The L1 penalties.
+    sample : callable, optional
+        ``sample()`` -> ``(X, Y)``, the in-memory sample for the fall-back (none: skip instead).
+    tol : float, default :data:`SPARSE_TOL`
+    max_iter : int, default :data:`SPARSE_MAX_ITER`
+        Coordinate-descent settings, as in :func:`repmatch.sparse_prediction`.
+
+    Returns
+    -------
+    dict
+        ``prediction`` (``SparsePrediction.to_dict(arrays=False)``), ``split`` and
+        ``dropped_units`` (``[A, B]`` counts, None without the fall-back); or
+        ``{"skipped": reason, "alphas": [...]}``.
     """
     from ..reduce import Reduction
     from ..sparse import sparse_prediction
@@ -405,7 +576,25 @@ def sparse_unit(train, test, alphas, sample=None, tol=SPARSE_TOL, max_iter=SPARS
 
 @_one_blas_thread
 def sparse_nulls_unit(u_train, u_test, sample, alphas, seed) -> dict:
-    """Sparse prediction against both nulls: the untrained network (halves), shuffled rows (sample)."""
+    """Sparse prediction against both nulls: the untrained network (halves), shuffled rows (sample).
+
+    Parameters
+    ----------
+    u_train, u_test : Reduction
+        Trained seed a against the untrained network, on the two halves of the inputs.
+    sample : tuple of ndarray
+        The in-memory sample ``(X, Y, ...)``; its halves of rows are fitted and scored with Y's rows
+        permuted.
+    alphas : sequence of float
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    dict
+        ``"untrained"`` and ``"shuffled"``: :func:`sparse_unit`'s value for each (skipped where no
+        unit is live on both halves).
+    """
     from ..reduce import Reduction
 
     out = {"untrained": sparse_unit(u_train, u_test, alphas)}
@@ -424,7 +613,21 @@ def sparse_nulls_unit(u_train, u_test, sample, alphas, seed) -> dict:
 
 @_one_blas_thread
 def clusters_unit(r, n_clusters, seed) -> dict:
-    """:class:`repmatch.ClusterResult` with ``min(n_clusters, units / 2)`` clusters (at least 2)."""
+    """:class:`repmatch.ClusterResult` with ``min(n_clusters, units / 2)`` clusters (at least 2).
+
+    Parameters
+    ----------
+    r : Reduction
+        Both networks' reduction of the layer (all inputs).
+    n_clusters : int
+    seed : int
+        Seed of the clustering and its :data:`CLUSTER_RANDOM_PARTITIONS` random partitions.
+
+    Returns
+    -------
+    dict
+        ``ClusterResult.to_dict()``.
+    """
     from ..clusters import spectral_clusters
 
     k = max(2, min(n_clusters, (r.n_x + r.n_y) // 2))
@@ -433,7 +636,21 @@ def clusters_unit(r, n_clusters, seed) -> dict:
 
 @_one_blas_thread
 def mi_unit(X, Y, max_units) -> dict:
-    """:class:`repmatch.BipartiteMatch` on mutual information; how many semi pairs it shares with correlation."""
+    """:class:`repmatch.BipartiteMatch` on mutual information; how many semi pairs it shares with correlation.
+
+    Parameters
+    ----------
+    X, Y : ndarray of shape (n_rows, n_x) and (n_rows, n_y)
+        The pair's in-memory sample.
+    max_units : int
+        Largest layer (either side) matched.
+
+    Returns
+    -------
+    dict
+        ``bipartite`` (``BipartiteMatch.to_dict()``), ``semi_pairs_shared_with_correlation`` and
+        ``n_rows``; or ``{"skipped": reason}``.
+    """
     from ..alignment import bipartite_match
 
     if X.shape[1] > max_units or Y.shape[1] > max_units:
@@ -450,6 +667,23 @@ def pair_units(cfg, res, keys, a: int, b: int, pi: int, layer: str) -> list:
     ``res`` is the :class:`repmatch.pipeline.reductions.Resources` of the run; ``compute()`` reads
     only what it needs from it (so a cached unit costs no forward pass). ``deps`` is
     :meth:`repmatch.pipeline.cache.Keys.unit`.
+
+    Parameters
+    ----------
+    cfg : ReproduceConfig
+    res : Resources
+    keys : Keys
+    a, b : int
+        The seeds of the pair.
+    pi : int
+        The pair's index in the run (0: the first pair, which keeps the figures' extras and gets
+        the sparse nulls; also the seed of the units' random draws).
+    layer : str
+
+    Returns
+    -------
+    list of (str, dict, callable)
+        Unit name, its dependencies and ``compute()`` -> the unit's value.
     """
     full = lambda k=0: res.reductions(a, b, False)[k][layer]  # noqa: E731  (0: all inputs, 1 and 2: halves)
     null = lambda k=0: res.reductions(a, b, True)[k][layer]  # noqa: E731

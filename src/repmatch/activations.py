@@ -1380,8 +1380,8 @@ def _reduce_many(nets, loader, plan, *, pairs=(("a", "b"),), conv_mode="position
         # (Reduction.update on conv outputs); device reductions take the (rows, C) float64 tensors
         # prepared on their device.
         for (a, b), la, lb, key in plan:
-            results[(a, b)][key]._update(acts[a][la], acts[b][lb],
-                                         (f"layer {la!r} of {tags[a]}", f"layer {lb!r} of {tags[b]}"), pool)
+            results[(a, b)][key].update(acts[a][la], acts[b][lb],
+                                        names=(f"layer {la!r} of {tags[a]}", f"layer {lb!r} of {tags[b]}"), pool=pool)
 
     # Batch i is reduced on one worker thread while batch i + 1 runs through the networks (NumPy and
     # BLAS release the GIL). One batch in flight at a time and a single worker keep the order of the

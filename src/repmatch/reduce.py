@@ -258,7 +258,7 @@ class Reduction:
     def n_neurons(self) -> int:
         return self.n_x + self.n_y
 
-    def update(self, x, y) -> "Reduction":
+    def update(self, x, y, *, names=("x", "y"), pool=None) -> "Reduction":
         """Add a batch of rows: ``x`` of shape (b, n_x) and ``y`` of shape (b, n_y), the same b inputs.
 
         Conv outputs may be given as they are: an array of shape (batch, n_x, *spatial) (e.g.
@@ -269,8 +269,22 @@ class Reduction:
         Returns ``self`` so that calls can be chained. Raises ValueError naming ``x`` or ``y`` for
         wrong shapes or non-finite values; nothing is accumulated from a rejected batch.
         On a device reduction ``x`` and ``y`` may be torch tensors (on any device) or arrays.
+
+        Parameters
+        ----------
+        x, y : array or torch.Tensor
+            The batch of each layer, as above.
+        names : tuple of str, default ("x", "y")
+            What error messages call the two sides (extraction names the layers and networks).
+        pool : concurrent.futures.Executor, optional
+            Threads for the host Gram path's chunked products (:func:`shifted_moments`).
+
+        Returns
+        -------
+        Reduction
+            ``self``.
         """
-        return self._update(x, y, ("x", "y"))
+        return self._update(x, y, tuple(names), pool)
 
     def _update(self, x, y, names, pool=None) -> "Reduction":
         """:meth:`update` with the two sides called ``names`` in error messages; ``pool`` as in

@@ -319,14 +319,14 @@ def sweep(reductions: dict, eps, *, tol: float | None = None, client=None, sched
 
 
 def _deletion_task(geo, I, J, thr, jobs):
-    from ._threads import single_threaded_blas
-    from .simple import _deletion
+    """The searches of one task, in the order of ``jobs``: the fixed-order ones as one shared tree
+    (as :func:`repmatch.simple_matches` runs them), the random orders one tree each."""
+    from .simple import _shared_searches
 
-    out = []
-    with single_threaded_blas():
-        for v, order in jobs:
-            out.append(_deletion(geo, I, J, v, order, thr))
-    return out
+    S = np.concatenate([I, J])
+    fixed = [v for v, order, k in jobs if k == 0]
+    tree = _shared_searches(geo, I, J, S, fixed, S, thr) if fixed else {}
+    return [tree[v] if k == 0 else _shared_searches(geo, I, J, S, [v], order, thr)[v] for v, order, k in jobs]
 
 
 def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0, method: str | None = None,
@@ -336,7 +336,8 @@ def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0,
 
     Same arguments and the same result (matches, their order and ``found_for``) as the serial
     function: the deletion orders are drawn on the client from ``rng`` in the serial order and the
-    searches, which are independent, run as ``tasks`` tasks (default: 4 per worker).
+    searches run as ``tasks`` tasks (default: 4 per worker). Within a task the fixed-order searches
+    share one tree (:mod:`repmatch._searchtree`), so fewer, larger tasks share more.
 
     Parameters
     ----------
@@ -368,15 +369,15 @@ def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0,
         futures = [c.submit(_deletion_task, geo_f, I, J, thr, jobs[a:b], pure=False)
                    for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         results = [res for part in c.gather(futures) for res in part]
-    return _assemble(geo, eps, restarts, I, J, [(v, res) for (v, _), res in zip(jobs, results)], hi)
+    return _assemble(geo, eps, restarts, I, J, [(v, res) for (v, _, _), res in zip(jobs, results)], hi)
 
 
 def _jobs(S, gen, restarts):
     from .simple import _orders
 
     for v in S:
-        for order in _orders(S, int(v), gen, restarts):
-            yield int(v), order
+        for k, order in enumerate(_orders(S, int(v), gen, restarts)):
+            yield int(v), order, k
 
 
 # ---------------------------------------------------------------------------------------------- storage

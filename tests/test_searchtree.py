@@ -110,7 +110,7 @@ def test_screen_bound_holds_against_exact_arithmetic(seed, k):
         sp = _searchtree._downdate(sp, R, keep, np.arange(nB))
         Ai = Ai[keep]
     u = np.array([int(g.integers(Ai.size))])
-    d2 = _searchtree._moved(sp, u)
+    d2 = _searchtree._extend(sp, [None], 0, u)
     beta = sp.bound(eta[Bi], sp.depth + 1)
     span = np.delete(Ai, u)
     exact = _exact_d2(M[:, span], M[:, Bi])
@@ -150,7 +150,7 @@ def test_screen_rounding_term_holds_on_ill_conditioned_spans_after_many_downdate
         sp = _searchtree._downdate(sp, R, keep, np.arange(nB))
         cur = cur[keep]
         u = np.array([int(g.integers(cur.size))])
-        d2 = _searchtree._moved(sp, u)
+        d2 = _searchtree._extend(sp, [None], 0, u)
         span = np.delete(cur, u).tolist()
         Gs = mpmath.matrix([[Gm[i, j] for j in span] for i in span])
         bound = sp.bound(np.zeros(nB), sp.depth + 1)

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _certify as cert
-from .subspace import FactorSpace, GramSpace, prune
+from .subspace import FactorSpace, GramSpace, bounded_prune
 
 #: Smallest (certified lower bound of the) eigenvalue of a span's unit Gram block for which the
 #: downdate screen is used; below it every test of that state goes to the certified kernels.
@@ -108,26 +108,6 @@ def _fresh(G, eta, A, B):
 def _chol(M):
     L, info = _potrf(M, lower=1, clean=1)
     return L if info == 0 else None
-
-
-def _moved(sp: _Span, R):
-    """Squared distances of every candidate to the span without R (positions), or None."""
-    if R.size == 0:
-        return sp.d2
-    if R.size == 1:  # one column: c_u^2 / H_uu
-        r = int(R[0])
-        h = sp.H[r, r]
-        if not h > 0:
-            return None
-        c = sp.C[r]
-        return sp.d2 + c * c / h
-    L = _chol(sp.H.take(R, axis=0).take(R, axis=1))
-    if L is None:
-        return None
-    Z, info = _trtrs(L, sp.C.take(R, axis=0), lower=1)
-    if info != 0:
-        return None
-    return sp.d2 + np.einsum("ij,ij->j", Z, Z)
 
 
 def _extend(sp: _Span, fac: list, side: int, new):
@@ -219,8 +199,8 @@ def _downdate(sp: _Span, R, keepA, keepB):
 
 
 class _State:
-    """A set (I, J) of the tree, the searches sitting at it (``members``, local indices) and their
-    sides and positions in I or J."""
+    """A set (I, J) of the tree, its two spans (None: not screenable) and the searches sitting at
+    it (``members``, local indices)."""
 
     __slots__ = ("I", "J", "spans", "members")
 
@@ -239,8 +219,7 @@ class SearchTree:
         t2 = threshold * threshold
         self.lo_t2, self.hi_t2 = t2 * (1 - 4 * cert.U), t2 * (1 + 4 * cert.U)
         fast = tiers.fast
-        n = n_i
-        self.n_i = n
+        self.n_i = n_i
         if isinstance(fast, GramSpace):
             G = fast.G
             if not isinstance(G, np.ndarray):  # a device tensor: the screen runs on a host copy
@@ -296,7 +275,7 @@ class SearchTree:
         rem = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]
         rem[side][p] = True
         done = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]  # already in L
-        fac = [None, None]  # per span side: (L, Z, d2)
+        fac = [None, None]  # per span side: the removed set's factor blocks, Z blocks, distances, R
         check = 1 - side
         while True:
             span = 1 - check
@@ -329,18 +308,9 @@ class SearchTree:
 
     def _certified(self, st: _State, side: int, p: int):
         """(lo_sets, hi_sets) of maxmatch(state - u) by the certified kernels."""
-        I, J = st.I, st.J
         if side == 0:
-            args = (np.delete(I, p), J)
-            flags = {"check_I": False, "check_J": True}
-        else:
-            args = (I, np.delete(J, p))
-            flags = {"check_I": True, "check_J": False}
-        lo_I, lo_J, unc = prune(self.tiers, *args, self.thr, **flags)
-        if not unc:
-            return (lo_I, lo_J), (lo_I, lo_J)
-        hi_I, hi_J, _ = prune(self.tiers, *args, self.thr, optimistic=True, **flags)
-        return (lo_I, lo_J), (hi_I, hi_J)
+            return bounded_prune(self.tiers, np.delete(st.I, p), st.J, self.thr, check_I=False, check_J=True)
+        return bounded_prune(self.tiers, st.I, np.delete(st.J, p), self.thr, check_I=True, check_J=False)
 
     def run(self, I, J, members, order, wrap=None) -> dict:
         """Run the searches of ``members`` (local indices) from the match (I, J) in ``order``;

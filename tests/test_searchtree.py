@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import repmatch
 from repmatch import RepmatchWarning, _searchtree
 from repmatch import _certify as cert
-from repmatch.simple import _deletion, _order, _plan, _shared_searches
+from repmatch.simple import _deletion, _order, _plan, _Searches
 from repmatch.testing import relu_layers
 
 
@@ -25,7 +25,7 @@ def _compare(X, Y, eps, method=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RepmatchWarning)
         geo, eps, thr, I, J, S, _, _, _ = _plan(X, Y, eps, rng=None, restarts=0, method=method, tol=None)
-        tree = _shared_searches(geo, I, J, S, [int(v) for v in S], S, thr)
+        tree = _Searches(geo, I, J, thr)([int(v) for v in S], S)
         alone = _per_neuron(geo, I, J, S, thr)
     assert set(tree) == set(alone) == {int(v) for v in S}
     for v in alone:

@@ -53,6 +53,9 @@ SCREEN_ROUND = 1.0
 #: Downdates of a state's inverse before it is factorised afresh.
 SCREEN_MAX_DEPTH = 32
 
+#: ``SearchTree.run(spans=...)`` default: factorise the root set afresh.
+_FRESH = object()
+
 _potrf = scipy.linalg.lapack.dpotrf
 _potri = scipy.linalg.lapack.dpotri
 _trtrs = scipy.linalg.lapack.dtrtrs
@@ -312,14 +315,17 @@ class SearchTree:
             return bounded_prune(self.tiers, np.delete(st.I, p), st.J, self.thr, check_I=False, check_J=True)
         return bounded_prune(self.tiers, st.I, np.delete(st.J, p), self.thr, check_I=True, check_J=False)
 
-    def run(self, I, J, members, order, wrap=None) -> dict:
+    def run(self, I, J, members, order, wrap=None, spans=_FRESH) -> dict:
         """Run the searches of ``members`` (local indices) from the match (I, J) in ``order``;
-        ``wrap`` wraps the order's iteration (a progress bar)."""
+        ``wrap`` wraps the order's iteration (a progress bar); ``spans``: the factorisation of
+        (I, J) when the caller already has it (what :meth:`_spans` returns for them; shared by
+        every tree from the same match)."""
         I = np.asarray(I, dtype=np.intp)
         J = np.asarray(J, dtype=np.intp)
         N = int(max(I.max(initial=-1), J.max(initial=-1))) + 1
         members = np.unique(np.asarray(list(members), dtype=np.intp))
-        states = {(I.tobytes(), J.tobytes()): _State(I, J, self._spans(I, J), members)}
+        root = self._spans(I, J) if spans is _FRESH else spans
+        states = {(I.tobytes(), J.tobytes()): _State(I, J, root, members)}
         uncertain = np.zeros(N, dtype=bool)
         for u in (order if wrap is None else wrap(order)):
             u = int(u)

@@ -321,12 +321,12 @@ def sweep(reductions: dict, eps, *, tol: float | None = None, client=None, sched
 def _deletion_task(geo, I, J, thr, jobs):
     """The searches of one task, in the order of ``jobs``: the fixed-order ones as one shared tree
     (as :func:`repmatch.simple_matches` runs them), the random orders one tree each."""
-    from .simple import _shared_searches
+    from .simple import _Searches
 
-    S = np.concatenate([I, J])
+    search = _Searches(geo, I, J, thr)
     fixed = [v for v, order, k in jobs if k == 0]
-    tree = _shared_searches(geo, I, J, S, fixed, S, thr) if fixed else {}
-    return [tree[v] if k == 0 else _shared_searches(geo, I, J, S, [v], order, thr)[v] for v, order, k in jobs]
+    tree = search(fixed, search.S) if fixed else {}
+    return [tree[v] if k == 0 else search([v], order)[v] for v, order, k in jobs]
 
 
 def simple_matches_parallel(X, Y=None, eps=None, *, rng=None, restarts: int = 0, method: str | None = None,

@@ -161,7 +161,7 @@ def v_minimal_match(
                  "(its distance is within its rounding-error bound of the threshold); returning None")
         return None
     gen = None if rng is None else as_rng(rng)
-    I, J, certain = _shared_searches(geo, I, J, S, [v], _order(S, v, gen), thr)[v]
+    I, J, certain = _Searches(geo, I, J, thr)([v], _order(S, v, gen))[v]
     if not certain:
         warn(f"the match found for neuron {index} of {side.upper()} is a certified match containing it, but some "
              "deletion tests could not be decided: it may not be minimal")
@@ -303,7 +303,8 @@ def simple_matches(
     # the fixed order is the same for every neuron: all of its searches run as one tree
     wrap = (lambda order: _bar(order, desc=f"simple matches (eps={eps:g})", enabled=progress, unit="deletion"))
     n_jobs = available_cores() if n_jobs == -1 else check_positive_int(n_jobs, "n_jobs")
-    fixed = _shared_searches(geo, I, J, S, [int(v) for v in S], _order(S, -1, None), thr, wrap=wrap, n_jobs=n_jobs)
+    search = _Searches(geo, I, J, thr)
+    fixed = search([int(v) for v in S], S, wrap=wrap, n_jobs=n_jobs)
 
     def searches():
         for v in S:
@@ -312,39 +313,62 @@ def simple_matches(
                 if k == 0:
                     yield v, fixed[v]
                     continue
-                yield v, _shared_searches(geo, I, J, S, [v], order, thr)[v]
+                yield v, search([v], order)[v]
 
     return _assemble(geo, eps, restarts, I, J, searches(), hi)
 
 
-def _shared_searches(geo: Geometry, I, J, S, members, order, thr, wrap=None, n_jobs: int = 1) -> dict:
-    """``{v: (I, J, certain)}`` (global indices): the deletion searches of ``members`` in one
-    ``order`` from the maximum match (I, J), run as one screened tree (:mod:`repmatch._searchtree`),
-    or as ``n_jobs`` trees over interleaved groups of the members in forked processes.
+class _Searches:
+    """The deletion searches from one certified maximum match (I, J) (global indices).
 
-    Each distinct result is checked again as a match by the certified tiers; a search whose result
-    fails that check (never seen; it would mean a screening bound was wrong) is redone by the
-    certified per-neuron search."""
-    S = np.asarray(S, dtype=np.intp)
-    if S.size == 0:
-        return {}
-    space = geo.tiers.restrict(S)
-    loc = np.full(int(S.max()) + 1, -1, dtype=np.intp)
-    loc[S] = np.arange(S.size)
-    job = (space, loc[I], loc[J], I.size, thr, loc[np.asarray(order, dtype=np.intp)])
-    local = [int(loc[v]) for v in members]
-    found = _run_trees(job, local, n_jobs, wrap)
-    out, checked = {}, {}
-    for v_loc, (Il, Jl, certain) in found.items():
-        key = (Il.tobytes(), Jl.tobytes())
-        if key not in checked:
-            checked[key] = bool((space.decide(Jl, Il, thr) == 1).all() and (space.decide(Il, Jl, thr) == 1).all())
-        v = int(S[v_loc])
-        if checked[key]:
-            out[v] = (S[Il], S[Jl], certain)
-        else:  # pragma: no cover - a screening bound was wrong; the certified search decides
-            out[v] = _deletion(geo, I, J, v, np.asarray(order, dtype=np.intp)[np.asarray(order) != v], thr)
-    return out
+    The geometry restricted to S = I + J, the factorisation of S itself (the root of every tree)
+    and the certified re-check of each distinct result are computed once and shared by every call:
+    the fixed order's searches, each restart's order, a Dask task's jobs."""
+
+    def __init__(self, geo: Geometry, I, J, thr: float):
+        self.geo, self.I, self.J, self.thr = geo, I, J, thr
+        self.S = np.concatenate([I, J]).astype(np.intp)
+        self._checked: dict = {}
+        self._root = None
+        if self.S.size:
+            self.space = geo.tiers.restrict(self.S)
+            loc = np.full(int(self.S.max()) + 1, -1, dtype=np.intp)
+            loc[self.S] = np.arange(self.S.size)
+            self.loc = loc
+
+    def _root_spans(self):
+        if self._root is None:
+            tree = SearchTree(self.space, self.I.size, self.thr)
+            with single_threaded_blas():
+                self._root = (tree._spans(self.loc[self.I], self.loc[self.J]),)
+        return self._root[0]
+
+    def __call__(self, members, order, wrap=None, n_jobs: int = 1) -> dict:
+        """``{v: (I, J, certain)}`` (global indices): the searches of ``members`` in one ``order``,
+        run as one screened tree (:mod:`repmatch._searchtree`), or as ``n_jobs`` trees over
+        interleaved groups of the members in forked processes.
+
+        Each distinct result is checked again as a match by the certified tiers; a search whose
+        result fails that check (never seen; it would mean a screening bound was wrong) is redone
+        by the certified per-neuron search."""
+        if self.S.size == 0:
+            return {}
+        S, loc, space, thr = self.S, self.loc, self.space, self.thr
+        order = np.asarray(order, dtype=np.intp)
+        job = (space, loc[self.I], loc[self.J], self.I.size, thr, loc[order], self._root_spans())
+        found = _run_trees(job, [int(loc[v]) for v in members], n_jobs, wrap)
+        out = {}
+        for v_loc, (Il, Jl, certain) in found.items():
+            key = (Il.tobytes(), Jl.tobytes())
+            if key not in self._checked:
+                self._checked[key] = bool((space.decide(Jl, Il, thr) == 1).all()
+                                          and (space.decide(Il, Jl, thr) == 1).all())
+            v = int(S[v_loc])
+            if self._checked[key]:
+                out[v] = (S[Il], S[Jl], certain)
+            else:  # pragma: no cover - a screening bound was wrong; the certified search decides
+                out[v] = _deletion(self.geo, self.I, self.J, v, order[order != v], thr)
+        return out
 
 
 #: The tree job handed to forked workers (read by _tree_worker; set only while a pool runs).
@@ -352,9 +376,9 @@ _JOB = None
 
 
 def _tree(job, members, wrap=None) -> dict:
-    space, Il, Jl, n_i, thr, order = job
+    space, Il, Jl, n_i, thr, order, root = job
     with single_threaded_blas():
-        return SearchTree(space, n_i, thr).run(Il, Jl, members, order, wrap=wrap)
+        return SearchTree(space, n_i, thr).run(Il, Jl, members, order, wrap=wrap, spans=root)
 
 
 def _tree_worker(members) -> dict:

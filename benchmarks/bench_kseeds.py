@@ -7,7 +7,7 @@ digits images (8x8; all 1,797 by default), two workloads:
   * ``stage``: what the reproduce pipeline's reductions stage needs: every trained pair, every
     (seed a, untrained b) pair, and the shuffled null's row sample (``rows_per_image`` rows per image
     of every trained network). Baseline: ``reduce_pair`` per pair (trained and untrained) plus
-    ``pipeline.reductions.sample_rows`` per trained pair, as ``repmatch reproduce`` does today.
+    ``testing.sample_rows`` per trained pair, as ``repmatch reproduce`` did before it used ``reduce_networks``.
 
 For each: forward passes (counted by a hook on each network) and wall time of the naive loop and of
 one ``reduce_networks`` call, in the same run, with the ratio. Rounds are interleaved (naive, one
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from repmatch.activations import reduce_networks, reduce_pair  # noqa: E402
 from repmatch.nets import build_model, load_dataset  # noqa: E402
-from repmatch.pipeline.reductions import sample_rows  # noqa: E402
+from repmatch.testing import sample_rows  # noqa: E402
 
 UNTRAINED = 1000  # seed offset of the untrained networks (the pipeline's UNTRAINED_SEED_OFFSET)
 

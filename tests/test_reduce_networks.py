@@ -13,7 +13,7 @@ nn = torch.nn
 
 from repmatch.activations import extract, reduce_networks, reduce_pair, resolve_layers  # noqa: E402
 from repmatch.nets import build_model  # noqa: E402
-from repmatch.pipeline.reductions import sample_rows  # noqa: E402
+from repmatch.testing import sample_rows  # noqa: E402
 
 
 def images(n=40, size=8, seed=0, batch=16):

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import repmatch
-from repmatch.pipeline.reductions import sample_rows
+from repmatch.testing import sample_rows
 from repmatch.pipeline.units import RowMoments, grouped_bootstrap
 
 pytestmark = pytest.mark.filterwarnings("ignore::repmatch.RepmatchWarning")

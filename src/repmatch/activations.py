@@ -929,7 +929,7 @@ class _RowSampler:
     For layer number ``li`` (in the networks' common layer order) and input number ``m`` (counted from
     ``first_image``) with ``p`` rows (positions of a conv map, valid tokens of a sequence, 1 for a 2-D
     output), ``min(k, p)`` of them are drawn without replacement by ``np.random.default_rng([seed,
-    li, m])`` (sorted; all of them when ``k >= p``), as ``pipeline.reductions.sample_rows`` does. Rows
+    li, m])`` (sorted; all of them when ``k >= p``), as ``testing.sample_rows`` does. Rows
     are float64 copies; ``groups[layer]`` holds the input number of every row.
     """
 
@@ -1214,7 +1214,7 @@ def reduce_networks(models, loader, pairs=None, layers=None, *, layer_pairs="sam
         output), drawn without replacement, whatever ``conv_mode``/``seq_mode`` the reductions
         use. Positions depend only on ``rows_seed``, the layer's number in the common layer list
         and the input's number, so every network gets the same rows (the sampler of
-        ``pipeline.reductions.sample_rows``, whose result this equals). Needs the same layers in
+        ``testing.sample_rows``, whose result this equals). Needs the same layers in
         every sampled network.
     rows_seed : int
         Seed of the row sample.

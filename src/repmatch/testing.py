@@ -20,6 +20,7 @@ __all__ = [
     "naive_v_minimal_match",
     "brute_force_matches",
     "simple_from_matches",
+    "sample_rows",
 ]
 
 
@@ -283,3 +284,60 @@ def simple_from_matches(matches):
         if (ux, uy) != (set(mx), set(my)):
             simple.append((mx, my))
     return simple
+
+
+# ---------------------------------------------------------------------------- networks
+def sample_rows(model_a, model_b, batches, layer_names, *, rows_per_image: int, seed: int = 0, device=None):
+    """In-memory rows of both networks: up to ``rows_per_image`` positions of every image.
+
+    The per-pair reference of the row sampler in :func:`repmatch.activations.reduce_networks`
+    (``rows_per_image=``), which the pipeline uses; tests check the two give the same rows.
+
+    ``batches`` yields ``(inputs, ...)`` batches in a fixed order. For every conv layer,
+    ``min(rows_per_image, positions)`` positions of each image are drawn without replacement
+    (seeded by ``seed``, the layer and the image, the same positions for both networks); fully
+    connected layers give one row per image. Returns ``{layer: (X, Y, groups)}`` with float64 rows
+    and the image index of every row.
+
+    Parameters
+    ----------
+    model_a, model_b : torch.nn.Module
+    batches : iterable
+        Batches of inputs (a tuple's first element is the input).
+    layer_names : list of str
+    rows_per_image : int
+        Positions drawn per image (at least 1).
+    seed : int, default 0
+    device : str or torch.device, optional
+
+    Returns
+    -------
+    dict of str to (ndarray, ndarray, ndarray)
+        ``X`` (rows, n_x), ``Y`` (rows, n_y) and ``groups`` (rows,), image indices counted from 0
+        over ``batches``.
+    """
+    from . import activations
+
+    k = max(1, int(rows_per_image))
+    parts = {name: ([], [], []) for name in layer_names}
+    first = 0
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        xa = activations.extract(model_a, [x], layer_names, conv_mode="positions", device=device)
+        xb = activations.extract(model_b, [x], layer_names, conv_mode="positions", device=device)
+        n_img = int(x.shape[0])
+        for li, name in enumerate(layer_names):
+            A, B = xa[name], xb[name]
+            per = A.shape[0] // n_img  # positions per image (1 for fully connected layers)
+            take = min(k, per)
+            rows = []
+            for i in range(n_img):
+                g = np.random.default_rng([seed, li, first + i])
+                pos = np.sort(g.choice(per, size=take, replace=False)) if take < per else np.arange(per)
+                rows.append(i * per + pos)
+            idx = np.concatenate(rows)
+            parts[name][0].append(A[idx].astype(np.float64))
+            parts[name][1].append(B[idx].astype(np.float64))
+            parts[name][2].append(np.repeat(np.arange(first, first + n_img), take))
+        first += n_img
+    return {name: tuple(np.concatenate(p) for p in parts[name]) for name in layer_names}

@@ -4,8 +4,9 @@
 * :func:`reduce_networks` — THE call to the networks for reductions: given the networks
   (``models``, a dict ``{network id: module}``), the pairs of ids needed and the range of inputs
   (``loader(lo, hi)``), one streamed :class:`repmatch.Reduction` per pair and layer;
-* :func:`sample_networks` — the in-memory rows of the shuffled null, for the same inputs
-  (:func:`sample_rows`: up to ``k`` positions of every image, the same for both networks);
+* :func:`sample_networks` — the in-memory rows of the shuffled null, for the same inputs (up to
+  ``k`` positions of every image, the same for every network; equal to the per-pair reference
+  :func:`repmatch.testing.sample_rows`);
 * :class:`Resources` — both, cached on disk (``.npz``, keys of :class:`repmatch.pipeline.cache.Keys`)
   and in memory for the pair being computed.
 
@@ -26,7 +27,7 @@ from .cache import digest
 from .config import UNTRAINED_SEED_OFFSET
 from .train import say
 
-__all__ = ["reduce_networks", "sample_networks", "sample_rows", "Resources"]
+__all__ = ["reduce_networks", "sample_networks", "Resources"]
 
 
 def reduce_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, *, conv_mode="positions",
@@ -66,7 +67,7 @@ def reduce_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, 
 def sample_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, *, rows_per_image: int, seed=0,
                     device="cpu") -> dict:
     """``{(id_a, id_b): {layer: (X, Y, groups)}}``: the in-memory sample of every pair, equal to
-    :func:`sample_rows` per pair, from one pass in which every network runs once per batch.
+    :func:`repmatch.testing.sample_rows` per pair, from one pass in which every network runs once per batch.
 
     Parameters
     ----------
@@ -101,59 +102,6 @@ def sample_networks(models: dict, pairs, loader, lo: int, hi: int, layer_names, 
                                       rows_per_image=max(1, int(rows_per_image)), rows_seed=seed, rows_networks=ids,
                                       first_image=lo)
     return {(a, b): {layer: got.sample(a, b, layer) for layer in layer_names} for a, b in pairs}
-
-
-def sample_rows(model_a, model_b, batches, layer_names, *, rows_per_image: int, seed: int = 0, device=None):
-    """In-memory rows of both networks: up to ``rows_per_image`` positions of every image.
-
-    ``batches`` yields ``(inputs, ...)`` batches in a fixed order. For every conv layer,
-    ``min(rows_per_image, positions)`` positions of each image are drawn without replacement
-    (seeded by ``seed``, the layer and the image, the same positions for both networks); fully
-    connected layers give one row per image. Returns ``{layer: (X, Y, groups)}`` with float64 rows
-    and the image index of every row.
-
-    Parameters
-    ----------
-    model_a, model_b : torch.nn.Module
-    batches : iterable
-        Batches of inputs (a tuple's first element is the input).
-    layer_names : list of str
-    rows_per_image : int
-        Positions drawn per image (at least 1).
-    seed : int, default 0
-    device : str or torch.device, optional
-
-    Returns
-    -------
-    dict of str to (ndarray, ndarray, ndarray)
-        ``X`` (rows, n_x), ``Y`` (rows, n_y) and ``groups`` (rows,), image indices counted from 0
-        over ``batches``.
-    """
-    from .. import activations
-
-    k = max(1, int(rows_per_image))
-    parts = {name: ([], [], []) for name in layer_names}
-    first = 0
-    for batch in batches:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        xa = activations.extract(model_a, [x], layer_names, conv_mode="positions", device=device)
-        xb = activations.extract(model_b, [x], layer_names, conv_mode="positions", device=device)
-        n_img = int(x.shape[0])
-        for li, name in enumerate(layer_names):
-            A, B = xa[name], xb[name]
-            per = A.shape[0] // n_img  # positions per image (1 for fully connected layers)
-            take = min(k, per)
-            rows = []
-            for i in range(n_img):
-                g = np.random.default_rng([seed, li, first + i])
-                pos = np.sort(g.choice(per, size=take, replace=False)) if take < per else np.arange(per)
-                rows.append(i * per + pos)
-            idx = np.concatenate(rows)
-            parts[name][0].append(A[idx].astype(np.float64))
-            parts[name][1].append(B[idx].astype(np.float64))
-            parts[name][2].append(np.repeat(np.arange(first, first + n_img), take))
-        first += n_img
-    return {name: tuple(np.concatenate(p) for p in parts[name]) for name in layer_names}
 
 
 class Resources:

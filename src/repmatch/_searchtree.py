@@ -214,7 +214,8 @@ class _State:
 class SearchTree:
     """Deletion searches of many neurons in one order, on the geometry restricted to the maximum
     match (local indices 0..|S|-1, X's first). ``run`` returns ``{v: (I, J, certain)}`` in local
-    indices; ``stats`` counts screened, certified (fallback) and total tests."""
+    indices. Runs keep no state between them: one tree serves many runs from the same match, and
+    ``stats`` counts screened, certified (fallback) and total tests over all of them."""
 
     def __init__(self, tiers, n_i: int, threshold: float):
         self.tiers = tiers

@@ -335,12 +335,14 @@ class _Searches:
             loc = np.full(int(self.S.max()) + 1, -1, dtype=np.intp)
             loc[self.S] = np.arange(self.S.size)
             self.loc = loc
+            # one tree engine for every call: it holds the host Gram matrix of S (F^T F on a QR
+            # reduction, a host copy of a device one) and no state of its own between runs
+            self.tree = SearchTree(self.space, self.I.size, thr)
 
     def _root_spans(self):
         if self._root is None:
-            tree = SearchTree(self.space, self.I.size, self.thr)
             with single_threaded_blas():
-                self._root = (tree._spans(self.loc[self.I], self.loc[self.J]),)
+                self._root = (self.tree._spans(self.loc[self.I], self.loc[self.J]),)
         return self._root[0]
 
     def __call__(self, members, order, wrap=None, n_jobs: int = 1) -> dict:
@@ -355,7 +357,7 @@ class _Searches:
             return {}
         S, loc, space, thr = self.S, self.loc, self.space, self.thr
         order = np.asarray(order, dtype=np.intp)
-        job = (space, loc[self.I], loc[self.J], self.I.size, thr, loc[order], self._root_spans())
+        job = (self.tree, loc[self.I], loc[self.J], loc[order], self._root_spans())
         found = _run_trees(job, [int(loc[v]) for v in members], n_jobs, wrap)
         out = {}
         for v_loc, (Il, Jl, certain) in found.items():
@@ -376,9 +378,9 @@ _JOB = None
 
 
 def _tree(job, members, wrap=None) -> dict:
-    space, Il, Jl, n_i, thr, order, root = job
+    tree, Il, Jl, order, root = job
     with single_threaded_blas():
-        return SearchTree(space, n_i, thr).run(Il, Jl, members, order, wrap=wrap, spans=root)
+        return tree.run(Il, Jl, members, order, wrap=wrap, spans=root)
 
 
 def _tree_worker(members) -> dict:

@@ -51,7 +51,9 @@ SCREEN_MIN_EIG = 1e-6
 #: (tests/test_searchtree.py checks the bound on generated ill-conditioned spans).
 SCREEN_ROUND = 1.0
 #: Downdates of a state's inverse before it is factorised afresh.
-SCREEN_MAX_DEPTH = 32
+SCREEN_MAX_DEPTH = 128
+#: Rank of a span's low-rank correction (:class:`_Span`) past which it is folded into a new base.
+LAZY_RANK = 32
 
 #: ``SearchTree.run(spans=...)`` default: factorise the root set afresh.
 _FRESH = object()
@@ -62,9 +64,15 @@ _trtrs = scipy.linalg.lapack.dtrtrs
 
 
 class _Span:
-    """Span of side A, measuring the neurons B of the other side (positions into the state's arrays)."""
+    """Span of side A, measuring the neurons B of the other side (positions into the state's arrays).
 
-    __slots__ = ("H", "C", "d2", "hF", "kappa", "emax", "rho", "depth", "n", "beta")
+    ``H`` and ``C`` are held as a materialised base and a low-rank correction:
+    ``H = Hb[mA, mA] - W^T W`` and ``C = Cb[mA, mB] - W^T WC``, where ``mA``, ``mB`` are this span's
+    positions in the base and the rows of ``W``, ``WC`` are the Schur-complement downdates since the
+    base (:func:`_downdate`). A child state then costs O(r (|A| + |B|)) instead of copying both
+    blocks; the base is rebuilt once the correction's rank passes :data:`LAZY_RANK`."""
+
+    __slots__ = ("Hb", "Cb", "mA", "mB", "W", "WC", "d2", "hF", "kappa", "emax", "rho", "depth", "n", "beta")
 
     def bound(self, eta_b: np.ndarray, depth: int) -> np.ndarray:
         """``beta`` of every candidate (module docstring), ``depth`` downdates from a fresh factor."""
@@ -74,6 +82,39 @@ class _Span:
         e *= self.rho
         e += SCREEN_ROUND * cert.gamma(self.n + 2) * self.kappa * (1 + depth)
         return e
+
+    @property
+    def H(self) -> np.ndarray:
+        """The inverse of the span's unit Gram block (assembled; for tests and inspection)."""
+        return self.hsub(np.arange(self.mA.size), np.arange(self.mA.size))
+
+    @property
+    def C(self) -> np.ndarray:
+        """The coefficients of the measured neurons in the span (assembled)."""
+        return self.crows(np.arange(self.mA.size))
+
+    def hsub(self, rows, cols) -> np.ndarray:
+        """``H[rows][:, cols]``."""
+        out = self.Hb.take(self.mA[rows], axis=0).take(self.mA[cols], axis=1)
+        if self.W.shape[0]:
+            out -= self.W[:, rows].T @ self.W[:, cols]
+        return out
+
+    def crows(self, rows, cols=None) -> np.ndarray:
+        """``C[rows]`` (restricted to the measured positions ``cols``)."""
+        mB = self.mB if cols is None else self.mB[cols]
+        out = self.Cb.take(self.mA[rows], axis=0).take(mB, axis=1)
+        if self.W.shape[0]:
+            out -= self.W[:, rows].T @ (self.WC if cols is None else self.WC[:, cols])
+        return out
+
+    def materialise(self) -> None:
+        """Fold the low-rank correction into a new base."""
+        if self.W.shape[0]:
+            n = self.mA.size
+            self.Hb, self.Cb = self.H, self.C
+            self.mA, self.mB = np.arange(n), np.arange(self.mB.size)
+            self.W, self.WC = np.empty((0, n)), np.empty((0, self.mB.size))
 
 
 def _fresh(G, eta, A, B):
@@ -88,9 +129,9 @@ def _fresh(G, eta, A, B):
     H, info = _potri(L, lower=1)
     if info != 0:
         return None
-    H = np.tril(H) + np.tril(H, -1).T
-    hF = float(np.sqrt(np.sum(H * H)))
-    kappa = float(np.sqrt(np.sum(GA * GA))) * hF
+    H += np.tril(H, -1).T  # potri leaves the strict upper triangle as it was: zero after clean
+    hF = float(np.linalg.norm(H))
+    kappa = float(np.linalg.norm(GA)) * hF
     if not np.isfinite(hF) or 1.0 / hF < SCREEN_MIN_EIG or cert.gamma(A.size + 2) * kappa > 1e-3:
         return None
     hF *= 1.0 + 10 * cert.gamma(A.size + 2) * kappa  # the computed inverse's own error
@@ -100,9 +141,11 @@ def _fresh(G, eta, A, B):
         return None
     sp = _Span()
     GAB = G[np.ix_(A, B)]
-    sp.H = H
-    sp.C = H @ GAB
-    sp.d2 = 1.0 - np.einsum("ij,ij->j", GAB, sp.C)
+    sp.Hb = H
+    sp.Cb = H @ GAB
+    sp.mA, sp.mB = np.arange(A.size), np.arange(B.size)
+    sp.W, sp.WC = np.empty((0, A.size)), np.empty((0, B.size))
+    sp.d2 = 1.0 - np.einsum("ij,ij->j", GAB, sp.Cb)
     sp.hF, sp.kappa, sp.emax, sp.rho, sp.depth, sp.n = hF, kappa, float(eA.max()), 1.0 / (1.0 - s), 0, A.size
     sp.beta = None
     return sp
@@ -124,18 +167,22 @@ def _extend(sp: _Span, fac: list, side: int, new):
     if old is None:
         if new.size == 1:  # the first removal of a test: one column, c_u^2 / H_uu
             r = int(new[0])
-            h = sp.H[r, r]
+            a, w = int(sp.mA[r]), sp.W[:, r]
+            h = sp.Hb[a, a] - w @ w
             if not h > 0:
                 return None
             l = np.sqrt(h)
-            z = sp.C[r] / l
+            z = sp.Cb[a].take(sp.mB)
+            if w.size:
+                z -= w @ sp.WC
+            z /= l
             d2 = sp.d2 + z * z
             fac[side] = ([np.array([[l]])], [z[None, :]], d2, new)
             return d2
-        L = _chol(sp.H.take(new, axis=0).take(new, axis=1))
+        L = _chol(sp.hsub(new, new))
         if L is None:
             return None
-        Z, info = _trtrs(L, sp.C.take(new, axis=0), lower=1)
+        Z, info = _trtrs(L, sp.crows(new), lower=1)
         if info != 0:
             return None
         d2 = sp.d2 + np.einsum("ij,ij->j", Z, Z)
@@ -147,13 +194,13 @@ def _extend(sp: _Span, fac: list, side: int, new):
         Z = np.vstack(Zb)
     else:
         L, Z = Lb[0], Zb[0]
-    X, info = _trtrs(L, sp.H.take(R, axis=0).take(new, axis=1), lower=1)  # L21^T
+    X, info = _trtrs(L, sp.hsub(R, new), lower=1)  # L21^T
     if info != 0:
         return None
-    L22 = _chol(sp.H.take(new, axis=0).take(new, axis=1) - X.T @ X)
+    L22 = _chol(sp.hsub(new, new) - X.T @ X)
     if L22 is None:
         return None
-    Zn, info = _trtrs(L22, sp.C.take(new, axis=0) - X.T @ Z, lower=1)
+    Zn, info = _trtrs(L22, sp.crows(new) - X.T @ Z, lower=1)
     if info != 0:
         return None
     d2 = d2 + np.einsum("ij,ij->j", Zn, Zn)
@@ -173,42 +220,56 @@ def _assemble(blocks, k: int) -> np.ndarray:
 
 
 def _downdate(sp: _Span, R, keepA, keepB):
-    """The span without R (positions), measuring the kept candidates: Schur-complement downdate."""
+    """The span without R (positions), measuring the kept candidates: Schur-complement downdate,
+    kept as rows of the low-rank correction (:class:`_Span`)."""
     out = _Span()
     out.hF, out.kappa, out.emax, out.rho, out.n = sp.hF, sp.kappa, sp.emax, sp.rho, sp.n
     out.beta = None
+    out.Hb, out.Cb = sp.Hb, sp.Cb
+    out.mA, out.mB = sp.mA[keepA], sp.mB[keepB]
     if R.size == 0:
-        out.H = sp.H if keepA.size == sp.H.shape[0] else sp.H.take(keepA, axis=0).take(keepA, axis=1)
-        out.C = sp.C.take(keepA, axis=0).take(keepB, axis=1)
-        out.d2 = sp.d2.take(keepB)
+        out.W, out.WC = sp.W[:, keepA], sp.WC[:, keepB]
+        out.d2 = sp.d2[keepB]
         out.depth = sp.depth
         return out
-    L = _chol(sp.H.take(R, axis=0).take(R, axis=1))
+    L = _chol(sp.hsub(R, R))
     if L is None:
         return None
-    HRk = sp.H.take(R, axis=0).take(keepA, axis=1)
-    CRk = sp.C.take(R, axis=0).take(keepB, axis=1)
-    W, info = _trtrs(L, np.hstack([HRk, CRk]), lower=1)
+    W, info = _trtrs(L, np.hstack([sp.hsub(R, keepA), sp.crows(R, keepB)]), lower=1)
     if info != 0:
         return None
     WH, WC = W[:, : keepA.size], W[:, keepA.size :]
-    out.H = sp.H.take(keepA, axis=0).take(keepA, axis=1)
-    out.H -= WH.T @ WH
-    out.C = sp.C.take(keepA, axis=0).take(keepB, axis=1)
-    out.C -= WH.T @ WC
-    out.d2 = sp.d2.take(keepB) + np.einsum("ij,ij->j", WC, WC)
+    out.W = np.vstack([sp.W[:, keepA], WH])
+    out.WC = np.vstack([sp.WC[:, keepB], WC])
+    out.d2 = sp.d2[keepB] + np.einsum("ij,ij->j", WC, WC)
     out.depth = sp.depth + 1
+    if out.W.shape[0] > LAZY_RANK:
+        out.materialise()
     return out
 
 
 class _State:
     """A set (I, J) of the tree, its two spans (None: not screenable) and the searches sitting at
-    it (``members``, local indices)."""
+    it (``members``, local indices), each with its watch: flags over I and J of its neuron and of
+    the neurons known necessary for it."""
 
-    __slots__ = ("I", "J", "spans", "members")
+    __slots__ = ("I", "J", "spans", "members", "pos", "watch")
 
-    def __init__(self, I, J, spans, members):
+    def __init__(self, I, J, spans, members, N: int):
         self.I, self.J, self.spans, self.members = I, J, spans, members
+        self.pos = np.full(N, -1, dtype=np.intp)  # position of each local index in I or J; -1: absent
+        self.pos[I] = np.arange(I.size)
+        self.pos[J] = np.arange(J.size)
+        self.watch = {}
+
+    def watch_from(self, v: int, need, n_i: int):
+        """The watch of search v from its necessary neurons ``need`` (local indices)."""
+        m = [np.zeros(self.I.size, dtype=bool), np.zeros(self.J.size, dtype=bool)]
+        for w in need + [v]:
+            p = self.pos[w]
+            if p >= 0:
+                m[0 if w < n_i else 1][p] = True
+        self.watch[v] = m
 
 
 class SearchTree:
@@ -269,46 +330,84 @@ class SearchTree:
         return tuple(out)
 
     # -- one deletion test
-    def _screen(self, st: _State, side: int, p: int, w0, w1):
+    def _screen(self, st: _State, side: int, p: int, watches):
         """Removed flags (rem_I, rem_J) of maxmatch(state - u) by the screen; "all" when every
-        watched neuron (positions w0 in I, w1 in J) fell; None when some decision needs the
-        certified kernels.
+        search is known to lose its neuron; None when some decision needs the certified kernels.
 
-        The pruning rounds alternate between the sides; each side's removed set only grows, so its
-        Cholesky factor of ``H_RR`` and the rows ``Z = L^-1 C_R`` are extended, not recomputed."""
+        ``watches`` holds, per active search, its flags (over I, over J) of its neuron v and of the
+        neurons already known necessary for it: the search loses v as soon as any of them falls
+        (module docstring, "Necessary neurons"). The pruning rounds alternate between the sides;
+        each side's removed set only grows, so its Cholesky factor of ``H_RR`` and the rows
+        ``Z = L^-1 C_R`` are extended, not recomputed. Certain falls are applied before the
+        neurons near the threshold are decided, which are then decided only if still needed."""
         rem = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]
         rem[side][p] = True
         done = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]  # already in L
         fac = [None, None]  # per span side: the removed set's factor blocks, Z blocks, distances, R
+
+        def lost():
+            r0, r1 = rem
+            for m0, m1 in watches:
+                if not ((r0 & m0).any() or (r1 & m1).any()):
+                    return False
+            return True
+
+        # A side is stale when the other side lost neurons since it was last checked. The fixed
+        # point does not depend on the order in which falls are applied, so neurons within their
+        # bound of the threshold wait (``pending``) until no side is stale: by then the search may
+        # already have lost its neuron, or a later round may have made them certain falls.
+        stale = [side == 1, side == 0]
+        pending = [None, None]
         check = 1 - side
         while True:
-            span = 1 - check
-            sp = st.spans[span]
-            new = np.flatnonzero(rem[span] & ~done[span])
-            d2 = _extend(sp, fac, span, new)
-            if d2 is None:
-                return None
-            done[span][new] = True
-            if sp.beta is None:
-                sp.beta = sp.bound(self.eta[st.I if check == 0 else st.J], sp.depth + 1)
-            beta = sp.beta
-            live = ~rem[check]
-            fall = (d2 - beta > self.hi_t2) & live
-            near = ~((d2 + beta <= self.lo_t2) | fall | ~live)
-            if near.any():  # within the bound of the threshold: the certified tiers decide these
+            if not stale[check]:
+                check = 1 - check
+            if stale[check]:
+                span = 1 - check
+                sp = st.spans[span]
+                new = np.flatnonzero(rem[span] & ~done[span])
+                d2 = _extend(sp, fac, span, new)
+                if d2 is None:
+                    return None
+                done[span][new] = True
+                if sp.beta is None:
+                    sp.beta = sp.bound(self.eta[st.I if check == 0 else st.J], sp.depth + 1)
+                beta = sp.beta
+                live = ~rem[check]
+                fall = (d2 - beta > self.hi_t2) & live
+                near = live & ~fall & ~(d2 + beta <= self.lo_t2)
+                stale[check] = False
+                pending[check] = np.flatnonzero(near) if near.any() else None
+                if fall.any():
+                    rem[check] |= fall
+                    stale[span] = True
+                    if lost():
+                        return "all"
+                check = span
+                continue
+            # no side stale: the certified tiers decide the neurons near the threshold
+            if pending[0] is None and pending[1] is None:
+                return rem
+            moved = False
+            for c in (0, 1):
+                idx = pending[c]
+                if idx is None:
+                    continue
+                pending[c] = None
                 self.stats["near"] += 1
-                span_cols = (st.I if span == 0 else st.J)[~rem[span]]
-                idx = np.flatnonzero(near)
-                dec = self.tiers.decide((st.I if check == 0 else st.J)[idx], span_cols, self.thr)
+                span_cols = (st.I if c == 1 else st.J)[~rem[1 - c]]
+                dec = self.tiers.decide((st.I if c == 0 else st.J)[idx], span_cols, self.thr)
                 if (dec < 0).any():
                     return None
-                fall[idx[dec == 0]] = True
-            if not fall.any():
+                idx = idx[dec == 0]
+                if idx.size:
+                    moved = True
+                    rem[c][idx] = True
+                    stale[1 - c] = True
+            if not moved:
                 return rem
-            rem[check] |= fall
-            if rem[0][w0].all() and rem[1][w1].all():
+            if lost():
                 return "all"
-            check = 1 - check
 
     def _certified(self, st: _State, side: int, p: int):
         """(lo_sets, hi_sets) of maxmatch(state - u) by the certified kernels."""
@@ -326,42 +425,50 @@ class SearchTree:
         N = int(max(I.max(initial=-1), J.max(initial=-1))) + 1
         members = np.unique(np.asarray(list(members), dtype=np.intp))
         root = self._spans(I, J) if spans is _FRESH else spans
-        states = {(I.tobytes(), J.tobytes()): _State(I, J, root, members)}
+        states = {(I.tobytes(), J.tobytes()): _State(I, J, root, members, N)}
         uncertain = np.zeros(N, dtype=bool)
+        # per search, the neurons shown necessary for it by a screened test (module docstring)
+        need = {int(v): [] for v in members}
+        n_i = self.n_i
+        for v in members.tolist():
+            states[(I.tobytes(), J.tobytes())].watch_from(v, need[v], n_i)
         for u in (order if wrap is None else wrap(order)):
             u = int(u)
+            side = 0 if u < n_i else 1
             for key, st in list(states.items()):
-                I, J = st.I, st.J
-                in_I = I.size and I[min(np.searchsorted(I, u), I.size - 1)] == u
-                in_J = (not in_I) and J.size and J[min(np.searchsorted(J, u), J.size - 1)] == u
-                if not (in_I or in_J):
+                p = int(st.pos[u])
+                if p < 0:
                     continue
                 active = st.members[st.members != u]
                 if not active.size:
                     continue
                 self.stats["tests"] += 1
-                side = 0 if in_I else 1
-                p = int(np.searchsorted(I if in_I else J, u))
-                a_side = active >= self.n_i  # local indices: X's neurons first
-                w0, w1 = np.searchsorted(I, active[~a_side]), np.searchsorted(J, active[a_side])
+                I, J = st.I, st.J
                 if st.spans is None:
                     self.stats["unscreenable"] += 1
                     res = None
                 else:
-                    res = self._screen(st, side, p, w0, w1)
-                if isinstance(res, str):  # every active search keeps u
+                    res = self._screen(st, side, p, [st.watch[v] for v in active.tolist()])
+                if isinstance(res, str):  # every active search keeps u: u is necessary for each
                     self.stats["screened"] += 1
+                    for v in active.tolist():
+                        need[v].append(u)
+                        st.watch[v][side][p] = True
                     continue
                 if res is not None:
                     self.stats["screened"] += 1
-                    fell = np.empty(active.size, dtype=bool)
-                    fell[~a_side] = res[0][w0]
-                    fell[a_side] = res[1][w1]
+                    r0, r1 = res
+                    fell = np.array([(r0 & m0).any() or (r1 & m1).any()
+                                     for m0, m1 in (st.watch[v] for v in active.tolist())])
+                    for v in active[fell].tolist():
+                        need[v].append(u)
+                        st.watch[v][side][p] = True
                     go = active[~fell]
                     if not go.size:
                         continue
-                    new_I, new_J = I[~res[0]], J[~res[1]]
+                    new_I, new_J = I[~r0], J[~r1]
                     make = lambda st=st, res=res: self._child_spans(st, res)  # noqa: E731
+                    moved = {v: [st.watch[v][0][~r0], st.watch[v][1][~r1]] for v in go.tolist()}
                 else:
                     self.stats["certified"] += 1
                     (lo_I, lo_J), (hi_I, hi_J) = self._certified(st, side, p)
@@ -373,13 +480,21 @@ class SearchTree:
                         continue
                     new_I, new_J = lo_I, lo_J
                     make = lambda new_I=new_I, new_J=new_J: self._spans(new_I, new_J)  # noqa: E731
+                    moved = None
                 st.members = np.setdiff1d(st.members, go, assume_unique=True)
+                for v in go.tolist():
+                    del st.watch[v]
                 nkey = (new_I.tobytes(), new_J.tobytes())
                 child = states.get(nkey)
                 if child is None:
-                    states[nkey] = _State(new_I, new_J, make(), go)
+                    child = states[nkey] = _State(new_I, new_J, make(), go, N)
                 else:
                     child.members = np.union1d(child.members, go)
+                for v in go.tolist():
+                    if moved is None:
+                        child.watch_from(v, need[v], n_i)
+                    else:
+                        child.watch[v] = moved[v]
                 if not st.members.size:
                     del states[key]
         out = {}

@@ -203,3 +203,141 @@ def test_n_jobs_gives_the_same_result():
     assert one.found_for == two.found_for and one.not_minimal_for == two.not_minimal_for
     with pytest.raises(ValueError, match="n_jobs"):
         repmatch.simple_matches(X, Y, 0.25, n_jobs=0)
+
+
+# -- necessary neurons, low-rank spans, deferred near decisions, refresh depth
+
+
+def _mm(X, Y, eps, xs, ys):
+    from repmatch.testing import naive_maximum_match
+
+    if not xs or not ys:  # nothing to span the other side: every neuron falls
+        return set(), set()
+    a, b = naive_maximum_match(X, Y, eps, x_cols=sorted(xs), y_cols=sorted(ys))
+    return set(a), set(b)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.2, 0.3, 0.45]))
+def test_necessary_neurons_carry_over(seed, eps):
+    """The lemma the early stop rests on, checked with the naive solver on the raw data: if u is
+    necessary for v in C (v not in maxmatch(C - u)) and deleting u' takes u with it, deleting u'
+    takes v too; and u stays necessary in every match P inside C that contains u and v."""
+    _lemma_checks(seed, eps)
+
+
+def test_necessary_neuron_lemma_is_exercised():
+    assert sum(_lemma_checks(seed, 0.3) for seed in range(4)) > 0
+
+
+def _lemma_checks(seed, eps):
+    """Asserts the lemma on one data set; returns how many (v, u, u') premises it checked."""
+    n = 7
+    X, Y = relu_layers(n_samples=40 * n, n_x=n, n_y=n, shared_dim=4, private_dim=3, rng=seed)
+    Cx, Cy = _mm(X, Y, eps, range(n), range(n))
+    C = [("x", i) for i in sorted(Cx)] + [("y", j) for j in sorted(Cy)]
+    if len(C) < 3:
+        return 0
+
+    def without(S, w):
+        xs = {i for s, i in S if s == "x"} - ({w[1]} if w[0] == "x" else set())
+        ys = {j for s, j in S if s == "y"} - ({w[1]} if w[0] == "y" else set())
+        a, b = _mm(X, Y, eps, xs, ys)
+        return {("x", i) for i in a} | {("y", j) for j in b}
+
+    after = {w: without(C, w) for w in C}
+    checked = 0
+    for v in C:
+        for u in C:
+            if u == v or v in after[u]:
+                continue  # u is not necessary for v in C
+            for u2 in C:
+                if u2 not in (u, v) and u not in after[u2]:
+                    assert v not in after[u2], (v, u, u2)
+                    checked += 1
+            for x in C:
+                P = after[x]
+                if u in P and v in P:
+                    assert v not in without(P, u), (v, u, x)
+    return checked
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), lazy=st.sampled_from([0, 2, 5, 10_000]))
+def test_low_rank_span_equals_the_direct_inverse(seed, lazy):
+    """A chain of downdates held as a low-rank correction (folded at any rank) gives the inverse,
+    coefficients and distances of the span computed directly."""
+    g = np.random.default_rng(seed)
+    d, nA, nB = 300, 40, 15
+    lat = g.standard_normal((d, 12))
+    M = np.maximum(lat @ g.standard_normal((12, nA + nB)), 0) + 0.2 * g.random((d, nA + nB))
+    M /= np.linalg.norm(M, axis=0)
+    G = M.T @ M
+    old = _searchtree.LAZY_RANK
+    _searchtree.LAZY_RANK = lazy
+    try:
+        A, B = np.arange(nA), nA + np.arange(nB)
+        sp = _searchtree._fresh(G, np.zeros(nA + nB), A, B)
+        assert sp is not None
+        for _ in range(8):
+            R = np.sort(g.choice(A.size, size=int(g.integers(0, 4)), replace=False))
+            keepA = np.setdiff1d(np.arange(A.size), R)
+            keepB = np.sort(g.choice(B.size, size=B.size - int(g.integers(0, 2)), replace=False))
+            sp = _searchtree._downdate(sp, R, keepA, keepB)
+            A, B = A[keepA], B[keepB]
+            H = np.linalg.inv(G[np.ix_(A, A)])
+            C = H @ G[np.ix_(A, B)]
+            assert np.allclose(sp.H, H, rtol=0, atol=1e-9 * np.abs(H).max())
+            assert np.allclose(sp.C, C, rtol=0, atol=1e-9 * max(1.0, np.abs(C).max()))
+            assert np.allclose(sp.d2, 1 - np.einsum("ij,ij->j", G[np.ix_(A, B)], C), rtol=0, atol=1e-10)
+            assert sp.W.shape[0] <= max(lazy, 3)  # folded once past LAZY_RANK
+    finally:
+        _searchtree.LAZY_RANK = old
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(6, 14))
+def test_every_decision_by_the_tiers_gives_the_same_matches(seed, n):
+    """With a rounding term so wide that every candidate is near the threshold, every fall is
+    decided by the certified tiers after the deferral (pending, stale sides): the same matches."""
+    X, Y = relu_layers(n_samples=30 * n, n_x=n, n_y=n, shared_dim=max(2, n // 2), private_dim=max(2, n // 2),
+                       rng=seed)
+    old = _searchtree.SCREEN_ROUND
+    _searchtree.SCREEN_ROUND = 1e12
+    try:
+        _compare(X, Y, 0.3)
+    finally:
+        _searchtree.SCREEN_ROUND = old
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_rounding_term_holds_up_to_the_refresh_depth(seed):
+    """SCREEN_MAX_DEPTH single downdates of a 160-column span, checked against a fresh double
+    factorisation of the same subset: |downdated - fresh| stays within the depth part of the bound
+    (the fresh value is itself within its depth-0 bound of the exact one: the tests above)."""
+    g = np.random.default_rng(seed)
+    depth = _searchtree.SCREEN_MAX_DEPTH
+    d, nA, nB = 600, depth + 32, 20
+    lat = g.standard_normal((d, 60))
+    M = np.maximum(lat @ g.standard_normal((60, nA + nB)) + 0.3 * g.standard_normal((d, nA + nB)), 0)
+    M += 0.05 * g.random((d, nA + nB))
+    M /= np.linalg.norm(M, axis=0)
+    G = M.T @ M
+    eta = np.zeros(nA + nB)
+    A, B = np.arange(nA), nA + np.arange(nB)
+    sp = _searchtree._fresh(G, eta, A, B)
+    assert sp is not None
+    worst = 0.0
+    for k in range(depth):
+        r = np.array([int(g.integers(A.size))])
+        keep = np.setdiff1d(np.arange(A.size), r)
+        sp = _searchtree._downdate(sp, r, keep, np.arange(B.size))
+        A = A[keep]
+        if k % 16 == 15 or k == depth - 1:
+            fresh = _searchtree._fresh(G, eta, A, B)
+            room = sp.bound(eta[B], sp.depth) - fresh.bound(eta[B], 0)
+            err = np.abs(sp.d2 - fresh.d2)
+            assert (err <= room).all()
+            worst = max(worst, float((err / room).max()))
+    assert sp.depth == depth and worst < 1e-2  # the margin: far inside the bound

@@ -14,7 +14,25 @@ their answers differ. The result of every search is exactly that of running it a
 Removing a set R from A moves the squared distance of each neuron b of the other side by exactly
 ``c_R^T (H_RR)^-1 c_R`` (the increase in residual of a least-squares fit when variables are
 dropped). A deletion test then costs O(|R|^2 |B|) instead of a pivoted Cholesky of the whole
-span. The new state's ``H`` and ``C`` are the Schur-complement downdates of the old ones.
+span. The new state's ``H`` and ``C`` are the Schur-complement downdates of the old ones, held as
+a low-rank correction of a shared base (:class:`_Span`, folded past :data:`LAZY_RANK`), so a new
+state costs O(r (|A| + |B|)) rather than a copy of both blocks.
+
+**Necessary neurons.** A test at C can stop as soon as the search loses v, and it often knows
+before v itself falls. Write cl(u) for the neurons that fall when u is deleted from C (so
+maxmatch(C - u) = C - cl(u); cl(u) is the least set containing u that no further neuron falls
+from). If u was kept because v is in cl(u) (u is *necessary* for v), then for any u' whose
+cascade reaches u, cl(u) is inside cl(u') (cl(u') is closed and contains u), so v falls too.
+Necessity carries over to every smaller set P of the search that holds u and v: cl_C(u) ∩ P is
+inside cl_P(u), because cl_P(u) together with C - P is closed in C. So each search keeps the
+neurons shown necessary for it (every kept deletion), and a test ends when, for every search at
+the state, one of them or v has fallen. Only screened decisions record necessity.
+
+**Deferred near decisions.** The fixed point of a cascade does not depend on the order in which
+falls are applied, so the cascade first applies only certain falls; neurons within their bound of
+the threshold wait until neither side has anything left to recompute (by then the searches may have
+lost their neurons, or the neurons may have become certain falls) and are then decided by the
+certified tiers in one call per side.
 
 **Certified.** The screen is only used on spans it can bound.
 * The screen applies only when the smallest eigenvalue of the span's Gram block is certifiably at
@@ -25,7 +43,7 @@ span. The new state's ``H`` and ``C`` are the Schur-complement downdates of the 
     ``(eta_b + eta_max sqrt(|A| ||H||))^2``, since ``||c||_2^2 <= ||G_AA^-1||``; and
   - a rounding term ``SCREEN_ROUND * gamma(|A| + 2) * kappa * (1 + depth)``, which grows with the
     number of downdates since the last fresh factorisation (refreshed after
-    :data:`SCREEN_MAX_DEPTH`).
+    :data:`SCREEN_MAX_DEPTH`; the growth is checked up to that depth against fresh factorisations).
   Both terms are bounded by the state's fresh factorisation and hold for every subset of the span,
   because removing columns cannot shrink the smallest eigenvalue.
 * A neuron whose screened distance is within ``beta`` of the threshold is decided by the certified
@@ -50,7 +68,10 @@ SCREEN_MIN_EIG = 1e-6
 #: with kappa up to 1e7 after 14 downdates, was 0.001 u kappa sqrt(m) (1 + depth): a margin of 8,000
 #: (tests/test_searchtree.py checks the bound on generated ill-conditioned spans).
 SCREEN_ROUND = 1.0
-#: Downdates of a state's inverse before it is factorised afresh.
+#: Downdates of a state's inverse before it is factorised afresh. Deeper chains widen the rounding
+#: term (more neurons near the threshold go to the tiers); shallower ones refactorise more often
+#: (measured at 512 + 512 before near decisions were deferred: 32 gave 990 refreshes and 1,657 calls
+#: to the tiers, 128 gave 135 and 6,291, 256 gave 1 and 19,098; 128 was the fastest).
 SCREEN_MAX_DEPTH = 128
 #: Rank of a span's low-rank correction (:class:`_Span`) past which it is folded into a new base.
 LAZY_RANK = 32
@@ -342,13 +363,14 @@ class SearchTree:
         neurons near the threshold are decided, which are then decided only if still needed."""
         rem = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]
         rem[side][p] = True
-        done = [np.zeros(st.I.size, dtype=bool), np.zeros(st.J.size, dtype=bool)]  # already in L
+        fresh = [[], []]  # per side: positions removed since that side's span was last extended
+        fresh[side].append(np.array([p]))
         fac = [None, None]  # per span side: the removed set's factor blocks, Z blocks, distances, R
 
         def lost():
             r0, r1 = rem
-            for m0, m1 in watches:
-                if not ((r0 & m0).any() or (r1 & m1).any()):
+            for m0, m1 in watches:  # bool @ bool: whether any flagged neuron was removed
+                if not (r0 @ m0 or r1 @ m1):
                     return False
             return True
 
@@ -365,11 +387,12 @@ class SearchTree:
             if stale[check]:
                 span = 1 - check
                 sp = st.spans[span]
-                new = np.flatnonzero(rem[span] & ~done[span])
+                new = fresh[span]
+                new = new[0] if len(new) == 1 else (np.concatenate(new) if new else np.zeros(0, dtype=np.intp))
+                fresh[span] = []
                 d2 = _extend(sp, fac, span, new)
                 if d2 is None:
                     return None
-                done[span][new] = True
                 if sp.beta is None:
                     sp.beta = sp.bound(self.eta[st.I if check == 0 else st.J], sp.depth + 1)
                 beta = sp.beta
@@ -380,6 +403,7 @@ class SearchTree:
                 pending[check] = np.flatnonzero(near) if near.any() else None
                 if fall.any():
                     rem[check] |= fall
+                    fresh[check].append(np.flatnonzero(fall))
                     stale[span] = True
                     if lost():
                         return "all"
@@ -403,6 +427,7 @@ class SearchTree:
                 if idx.size:
                     moved = True
                     rem[c][idx] = True
+                    fresh[c].append(idx)
                     stale[1 - c] = True
             if not moved:
                 return rem
@@ -458,8 +483,7 @@ class SearchTree:
                 if res is not None:
                     self.stats["screened"] += 1
                     r0, r1 = res
-                    fell = np.array([(r0 & m0).any() or (r1 & m1).any()
-                                     for m0, m1 in (st.watch[v] for v in active.tolist())])
+                    fell = np.array([bool(r0 @ m0 or r1 @ m1) for m0, m1 in (st.watch[v] for v in active.tolist())])
                     for v in active[fell].tolist():
                         need[v].append(u)
                         st.watch[v][side][p] = True

@@ -151,6 +151,7 @@ def _fresh(G, eta, A, B):
     if info != 0:
         return None
     H += np.tril(H, -1).T  # potri leaves the strict upper triangle as it was: zero after clean
+    H = H.T  # symmetric now: the C-ordered view, whose row gathers (take) are contiguous
     hF = float(np.linalg.norm(H))
     kappa = float(np.linalg.norm(GA)) * hF
     if not np.isfinite(hF) or 1.0 / hF < SCREEN_MIN_EIG or cert.gamma(A.size + 2) * kappa > 1e-3:
